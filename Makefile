@@ -1,0 +1,50 @@
+# mbad: two commands on a fresh machine: `make run` (the quickstart) and `make test`.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+# All local state lives under .mbad/ (git-ignored).
+export MBAD_HOME ?= $(CURDIR)/.mbad
+export ZENML_CONFIG_PATH ?= $(MBAD_HOME)/zenml
+export ZENML_ANALYTICS_OPT_IN ?= false
+export ZENML_ENABLE_RICH_TRACEBACK ?= false
+export GX_ANALYTICS_ENABLED ?= False
+export MLFLOW_TRACKING_URI ?= sqlite:///$(MBAD_HOME)/mlflow.db
+export TOKENIZERS_PARALLELISM ?= false
+# The quickstart is offline: no model hub, no dataset hub.
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+
+.PHONY: venv setup run test lint ui clean
+
+venv: $(STAMP)
+$(STAMP): requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.lock
+	touch $(STAMP)
+
+setup: venv  ## environment, ZenML repo + local stack (MLflow tracker + registry)
+	@mkdir -p $(MBAD_HOME)
+	$(BIN)/python scripts/setup_stack.py
+
+run: setup  ## the quickstart on gemma-3-270m, offline, on CPU
+	$(BIN)/python -m mbad.models packaged:gemma-3-270m
+	$(BIN)/zenml pipeline run pipelines.training.detox_training -c configs/quickstart.yaml
+	$(BIN)/python scripts/show_results.py
+
+test: venv  ## the test suite (real ZenML store, MLflow, GE, tiny models)
+	$(BIN)/python -m pytest
+
+lint: venv
+	$(BIN)/ruff check mbad steps pipelines materializers scripts tests
+
+ui: setup  ## MLflow UI on :5000 and the ZenML dashboard
+	@echo "MLflow UI:        $(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --port 5000"
+	@echo "ZenML dashboard:  ZENML_CONFIG_PATH=$(ZENML_CONFIG_PATH) $(BIN)/zenml login --local"
+	$(BIN)/zenml login --local
+	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --port 5000
+
+clean:  ## remove local state (runs, registry, models); keeps the venv
+	rm -rf $(MBAD_HOME) .zen

@@ -1,0 +1,1 @@
+"""ZenML materializers for the types ZenML cannot store by itself."""

@@ -1,0 +1,185 @@
+"""Loading MultiParaDetox into one tidy table, from local CSV files or the HF dataset.
+
+Schema: lang, split, pair_id, toxic, neutral, plus provenance columns that the validation
+suite checks (toxic_file, neutral_file, utf8_ok, readable). Loading never drops or fixes a
+bad row: it records what it saw so that validation can reject it with the row named.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mbad.config import REPO_ROOT, DataConfig
+
+COLUMNS = ["lang", "split", "pair_id", "toxic", "neutral", "toxic_file", "neutral_file", "utf8_ok", "readable"]
+SPLITS = ("train", "test")
+_FILE_PATTERN = re.compile(r"^(?P<lang>[a-z]{2,3})_(?P<split>train|test)_(?P<kind>toxic|neutral)\.csv$")
+DEFAULT_LOCAL_DIR = REPO_ROOT.parent / "shared" / "data" / "multiparadetox"
+
+
+def resolve_source(config: DataConfig) -> str:
+    """The data source: a local directory path, or `hf:<dataset id>`."""
+    if config.data_dir:
+        path = Path(config.data_dir).expanduser()
+        if not path.is_dir():
+            raise FileNotFoundError(f"data.data_dir {path} is not a directory")
+        return str(path.resolve())
+    if os.environ.get("MBAD_DATA_DIR"):
+        path = Path(os.environ["MBAD_DATA_DIR"]).expanduser()
+        if not path.is_dir():
+            raise FileNotFoundError(f"MBAD_DATA_DIR={path} is not a directory")
+        return str(path.resolve())
+    if DEFAULT_LOCAL_DIR.is_dir():
+        return str(DEFAULT_LOCAL_DIR.resolve())
+    return f"hf:{config.hf_dataset}"
+
+
+def fingerprint(source: str) -> str:
+    """A hash of the data content, so that cached steps rerun when the files change."""
+    if source.startswith("hf:"):
+        return hashlib.sha256(source.encode()).hexdigest()[:16]
+    digest = hashlib.sha256()
+    for path in sorted(Path(source).glob("*.csv")):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def load_pairs(config: DataConfig) -> pd.DataFrame:
+    """Load every language found in the configured source (see `resolve_source`)."""
+    source = resolve_source(config)
+    if source.startswith("hf:"):
+        return _load_hf(source[3:], config.split_seed, config.train_size)
+    return load_directory(Path(source))
+
+
+def load_directory(directory: Path) -> pd.DataFrame:
+    """Pair `{lang}_{split}_toxic.csv` row i with `{lang}_{split}_neutral.csv` row i."""
+    files: dict[tuple[str, str], dict[str, Path]] = {}
+    for path in sorted(directory.iterdir()):
+        match = _FILE_PATTERN.match(path.name)
+        if match:
+            files.setdefault((match["lang"], match["split"]), {})[match["kind"]] = path
+    if not files:
+        raise FileNotFoundError(
+            f"no files named {{lang}}_{{train|test}}_{{toxic|neutral}}.csv in {directory}"
+        )
+    frames = [_load_pair_files(lang, split, paths) for (lang, split), paths in sorted(files.items())]
+    return pd.concat(frames, ignore_index=True)[COLUMNS]
+
+
+def _read_column(path: Path | None) -> tuple[list[str] | None, bool]:
+    """One-column CSV -> (texts, decoded_as_utf8). texts is None when the file can't be read."""
+    if path is None:
+        return None, True
+    try:
+        raw = path.read_bytes()
+    except OSError:
+        return None, True
+    try:
+        text, utf8_ok = raw.decode("utf-8"), True
+    except UnicodeDecodeError:
+        text, utf8_ok = raw.decode("utf-8", errors="replace"), False
+    try:
+        # Some fields are quoted and hold line breaks: parse as CSV, never line by line.
+        rows = list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error:
+        return None, utf8_ok
+    return [",".join(row) for row in rows], utf8_ok
+
+
+def _load_pair_files(lang: str, split: str, paths: dict[str, Path]) -> pd.DataFrame:
+    toxic, toxic_utf8 = _read_column(paths.get("toxic"))
+    neutral, neutral_utf8 = _read_column(paths.get("neutral"))
+    names = {kind: (paths[kind].name if kind in paths else f"{lang}_{split}_{kind}.csv (missing)") for kind in ("toxic", "neutral")}
+    readable = toxic is not None and neutral is not None
+    toxic, neutral = toxic or [], neutral or []
+    n_rows = max(len(toxic), len(neutral), 1 if not readable else 0)
+    return pd.DataFrame(
+        {
+            "lang": lang,
+            "split": split,
+            "pair_id": [f"{lang}-{split}-{i:04d}" for i in range(n_rows)],
+            # A shorter file leaves None on its side: validation reports the misalignment.
+            "toxic": [toxic[i] if i < len(toxic) else None for i in range(n_rows)],
+            "neutral": [neutral[i] if i < len(neutral) else None for i in range(n_rows)],
+            "toxic_file": names["toxic"],
+            "neutral_file": names["neutral"],
+            "utf8_ok": toxic_utf8 and neutral_utf8,
+            "readable": readable,
+        }
+    )
+
+
+def split_indices(n_rows: int, seed: int, train_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The one deterministic split: a seeded permutation, first `train_size` rows train.
+
+    This is `datasets.Dataset.shuffle(seed=seed)` followed by rows [0, train_size) and
+    [train_size, n): the split the released files were made with.
+    """
+    order = np.random.default_rng(seed).permutation(n_rows)
+    return order[:train_size], order[train_size:]
+
+
+def _load_hf(dataset_id: str, seed: int, train_size: int) -> pd.DataFrame:
+    try:
+        import datasets
+    except ImportError as error:  # pragma: no cover - depends on the environment
+        raise ImportError("loading from the HF hub needs `pip install datasets`") from error
+    dataset = datasets.load_dataset(dataset_id)
+    frames = []
+    for lang in sorted(dataset.keys()):
+        table = dataset[lang].to_pandas()
+        for split, rows in zip(SPLITS, split_indices(len(table), seed, train_size)):
+            part = table.iloc[rows]
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "lang": lang,
+                        "split": split,
+                        "pair_id": [f"{lang}-{split}-{i:04d}" for i in range(len(part))],
+                        "toxic": part["toxic_sentence"].tolist(),
+                        "neutral": part["neutral_sentence"].tolist(),
+                        "toxic_file": f"hf:{dataset_id}[{lang}]",
+                        "neutral_file": f"hf:{dataset_id}[{lang}]",
+                        "utf8_ok": True,
+                        "readable": True,
+                    }
+                )
+            )
+    return pd.concat(frames, ignore_index=True)[COLUMNS]
+
+
+def select(
+    pairs: pd.DataFrame,
+    split: str,
+    languages: list[str] | None = None,
+    fraction: float = 1.0,
+    max_per_language: int | None = None,
+    seed: int = 42,
+) -> pd.DataFrame:
+    """Rows of one split for some languages; `fraction` samples each language with `seed`."""
+    rows = pairs[pairs["split"] == split]
+    if languages is not None:
+        missing = sorted(set(languages) - set(rows["lang"]))
+        if missing:
+            raise ValueError(f"no {split} data for language(s) {missing}; present: {sorted(set(rows['lang']))}")
+        rows = rows[rows["lang"].isin(languages)]
+    parts = []
+    for _, group in rows.groupby("lang", sort=True):
+        n_rows = len(group)
+        if fraction < 1.0:
+            n_rows = max(1, round(n_rows * fraction))
+            group = group.sample(n=n_rows, random_state=seed).sort_values("pair_id")
+        if max_per_language is not None:
+            group = group.head(max_per_language)
+        parts.append(group)
+    return pd.concat(parts, ignore_index=True) if parts else rows.iloc[0:0]

@@ -1,0 +1,45 @@
+"""The judge interface and the factory that picks a backend from the config."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from mbad.config import JudgeConfig
+
+
+@runtime_checkable
+class ToxicityJudge(Protocol):
+    """Scores texts in [0, 1] (1 = toxic); NaN where the backend cannot judge a language."""
+
+    name: str
+
+    def score(self, texts: Sequence[str], langs: Sequence[str]) -> list[float]: ...
+
+
+def make_judge(config: JudgeConfig, classifier: Any = None, api_key: str | None = None) -> ToxicityJudge:
+    """Build the configured judge. `classifier` is the fitted offline model for `classifier`."""
+    if config.backend == "classifier":
+        from mbad.judges.classifier import ClassifierJudge
+
+        if classifier is None:
+            raise ValueError("judge.backend=classifier needs the trained classifier (the train_judge step)")
+        return ClassifierJudge(classifier)
+    if config.backend == "lexicon":
+        from mbad.judges.lexicon import LexiconJudge
+
+        return LexiconJudge()
+    if config.backend == "perspective":
+        from mbad.judges.perspective import PerspectiveJudge
+
+        if not api_key:
+            raise ValueError(
+                "judge.backend=perspective needs an API key: create the ZenML secret "
+                f"'{config.perspective.secret_name}' with key api_key, or set PERSPECTIVE_API_KEY"
+            )
+        return PerspectiveJudge(api_key, config.perspective)
+    if config.backend == "hf":
+        from mbad.judges.hf import HFJudge
+
+        return HFJudge(config.hf)
+    raise ValueError(f"unknown judge backend {config.backend!r}")

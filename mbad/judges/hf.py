@@ -1,0 +1,34 @@
+"""A judge over any HF sequence-classification model (default: the TextDetox XLM-R judge)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from mbad.config import HFJudgeConfig
+from mbad.models import pick_device, resolve_model_path
+
+
+class HFJudge:
+    name = "hf"
+
+    def __init__(self, config: HFJudgeConfig, device: str = "auto"):
+        self.config = config
+        self.device = pick_device(device)
+        path = resolve_model_path(config.model_id)
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.model = AutoModelForSequenceClassification.from_pretrained(path).to(self.device).eval()
+
+    @torch.inference_mode()
+    def score(self, texts: Sequence[str], langs: Sequence[str]) -> list[float]:
+        scores: list[float] = []
+        for start in range(0, len(texts), self.config.batch_size):
+            batch = self.tokenizer(
+                list(texts[start:start + self.config.batch_size]), padding=True, truncation=True,
+                max_length=self.config.max_length, return_tensors="pt",
+            ).to(self.device)
+            probabilities = self.model(**batch).logits.float().softmax(dim=-1)
+            scores += probabilities[:, self.config.toxic_label].tolist()
+        return scores

@@ -1,0 +1,99 @@
+"""The language registry (`configs/languages.yaml`) and Unicode script detection."""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import yaml
+
+# Prefix of a character's Unicode name -> the script name used in the registry.
+_SCRIPT_PREFIXES = {
+    "LATIN": "Latin",
+    "CYRILLIC": "Cyrillic",
+    "CJK": "Han",
+    "ARABIC": "Arabic",
+    "DEVANAGARI": "Devanagari",
+    "ETHIOPIC": "Ethiopic",
+    "GREEK": "Greek",
+    "HEBREW": "Hebrew",
+    "BENGALI": "Bengali",
+    "TAMIL": "Tamil",
+    "THAI": "Thai",
+    "HANGUL": "Hangul",
+    "HIRAGANA": "Japanese",
+    "KATAKANA": "Japanese",
+    "GEORGIAN": "Georgian",
+    "ARMENIAN": "Armenian",
+}
+
+
+@dataclass(frozen=True)
+class Language:
+    code: str
+    name: str
+    script: str
+    resource: str = "unknown"
+
+
+class LanguageRegistry:
+    """Known languages, loaded from a YAML file; adding a language is one line there."""
+
+    def __init__(self, languages: list[Language], source: str = "<memory>"):
+        self.source = source
+        self._by_code = {language.code: language for language in languages}
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> LanguageRegistry:
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"language registry {path} does not exist")
+        entries = yaml.safe_load(path.read_text(encoding="utf-8")).get("languages", [])
+        for entry in entries:
+            if entry.get("script") not in set(_SCRIPT_PREFIXES.values()):
+                raise ValueError(
+                    f"{path}: language {entry.get('code')!r} has unknown script "
+                    f"{entry.get('script')!r}; known: {sorted(set(_SCRIPT_PREFIXES.values()))}"
+                )
+        return cls([Language(**entry) for entry in entries], source=str(path))
+
+    @property
+    def codes(self) -> list[str]:
+        return list(self._by_code)
+
+    def __contains__(self, code: object) -> bool:
+        return code in self._by_code
+
+    def __getitem__(self, code: str) -> Language:
+        if code not in self._by_code:
+            raise KeyError(
+                f"language {code!r} is not in the registry {self.source}: add a line "
+                f"'- {{code: {code}, name: ..., script: ...}}' there"
+            )
+        return self._by_code[code]
+
+    def script(self, code: str) -> str:
+        return self[code].script
+
+
+@lru_cache(maxsize=65536)
+def char_script(char: str) -> str | None:
+    """The script of one letter, or None for characters without one."""
+    try:
+        name = unicodedata.name(char)
+    except ValueError:
+        return None
+    for prefix, script in _SCRIPT_PREFIXES.items():
+        if name.startswith(prefix):
+            return script
+    return None
+
+
+def script_share(text: str, script: str) -> float:
+    """Share of the letters of `text` written in `script`; 1.0 when it has no letters."""
+    letters = [char for char in text if unicodedata.category(char).startswith("L")]
+    if not letters:
+        return 1.0
+    return sum(char_script(char) == script for char in letters) / len(letters)

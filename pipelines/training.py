@@ -1,0 +1,29 @@
+from zenml import pipeline
+
+from mbad.config import DetoxConfig
+from mbad.data import fingerprint, resolve_source
+from steps.data import load_data, validate_data
+from steps.evaluation import evaluate_knowledge, generate, score_toxicity
+from steps.judge import train_judge
+from steps.report import report
+from steps.training import train_adapter
+
+
+@pipeline
+def detox_training(config: DetoxConfig = DetoxConfig()) -> None:
+    """Validate data, fine-tune one LoRA adapter, compare it with the base model, register it."""
+    data_hash = fingerprint(resolve_source(config.data))  # changes when the files change
+    pairs = load_data(config=config.data, data_hash=data_hash)
+    validated, _ = validate_data(pairs=pairs, config=config.data)
+    classifier, judge_auc = train_judge(pairs=validated, config=config.judge)
+    adapter = train_adapter(pairs=validated, model=config.model, train=config.train, data_hash=data_hash)
+
+    evaluation = {"pairs": validated, "model": config.model, "target_languages": config.target_languages}
+    base_completions = generate(**evaluation, generation=config.generation, id="generate_base")
+    tuned_completions = generate(**evaluation, generation=config.generation, adapter=adapter, id="generate_tuned")
+    base_scores = score_toxicity(base_completions, classifier, config.judge, id="score_base")
+    tuned_scores = score_toxicity(tuned_completions, classifier, config.judge, id="score_tuned")
+    base_knowledge = evaluate_knowledge(**evaluation, knowledge=config.knowledge, id="knowledge_base")
+    tuned_knowledge = evaluate_knowledge(**evaluation, knowledge=config.knowledge, adapter=adapter, id="knowledge_tuned")
+
+    report(base_scores, tuned_scores, base_knowledge, tuned_knowledge, judge_auc, adapter, config, data_hash)

@@ -1,0 +1,33 @@
+"""Print the latest detox_training run: the results table and where to look."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from mbad.report import format_table  # noqa: E402
+from mbad.tracking import tracking_uri  # noqa: E402
+
+
+def main(pipeline_name: str = "detox_training") -> None:
+    from zenml.client import Client
+
+    client = Client()
+    run = client.get_pipeline(pipeline_name).last_run
+    report_step = run.steps["report"]
+    table = report_step.outputs["detox_results"][0].load()
+    metadata = report_step.run_metadata
+    print("\nmbad quickstart: toxicity (judge: mean score of completions) and perplexity per target language")
+    print(format_table(table))
+    print("\nWhere to look:")
+    print(f"  ZenML run:        {run.name} (status {run.status.value}); `zenml pipeline runs list`, dashboard: make ui")
+    print(f"  MLflow run:       {metadata.get('mlflow_run_id', '?')} in {tracking_uri()} (experiment '{pipeline_name}')")
+    print(f"  Registered model: {metadata.get('mlflow_model_name', 'mbad-detox')} version {metadata.get('mlflow_model_version', '?')}")
+    print(f"  MLflow UI:        mlflow ui --backend-store-uri {os.environ.get('MLFLOW_TRACKING_URI', tracking_uri())}")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])

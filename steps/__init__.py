@@ -1,0 +1,5 @@
+"""Thin ZenML steps over the `mbad` library."""
+
+# Importing the materializers registers them for their types.
+import materializers.adapter  # noqa: F401
+import materializers.classifier  # noqa: F401

@@ -1,0 +1,34 @@
+from typing import Annotated
+
+import pandas as pd
+from zenml import log_metadata, save_artifact, step
+from zenml.types import HTMLString
+
+from mbad.config import DataConfig
+from mbad.data import load_pairs, resolve_source
+from mbad.languages import LanguageRegistry
+from mbad.validation import DataValidationError, validate_pairs
+
+
+@step
+def load_data(config: DataConfig, data_hash: str) -> Annotated[pd.DataFrame, "multiparadetox_pairs"]:
+    """All languages of MultiParaDetox in one tidy table. `data_hash` keys the cache."""
+    pairs = load_pairs(config)
+    log_metadata(
+        metadata={"source": resolve_source(config), "data_hash": data_hash, "rows": len(pairs),
+                  "languages": sorted(pairs["lang"].unique())},
+    )
+    return pairs
+
+
+@step
+def validate_data(
+    pairs: pd.DataFrame, config: DataConfig
+) -> tuple[Annotated[pd.DataFrame, "validated_pairs"], Annotated[HTMLString, "data_validation_report"]]:
+    """The GE suite over every language; on failure the report is saved and the run stops."""
+    report = validate_pairs(pairs, LanguageRegistry.from_yaml(config.languages_file), config)
+    log_metadata(metadata={"validation_success": report.success, "failed_checks": [f.check for f in report.failures]})
+    if not report.success:
+        save_artifact(HTMLString(report.html), name="data_validation_report")
+        raise DataValidationError(report.error_message())
+    return pairs, HTMLString(report.html)

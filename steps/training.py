@@ -1,0 +1,32 @@
+from pathlib import Path
+from typing import Annotated
+
+import mlflow
+import pandas as pd
+from zenml import ArtifactConfig, log_metadata, step
+from zenml.enums import ArtifactType
+
+from mbad.config import ModelConfig, TrainConfig, mbad_home
+from mbad.data import select
+from mbad.training import AdapterDirectory, checkpoint_key, train_lora_adapter
+from steps._stack import EXPERIMENT_TRACKER
+
+
+@step(experiment_tracker=EXPERIMENT_TRACKER)
+def train_adapter(
+    pairs: pd.DataFrame, model: ModelConfig, train: TrainConfig, data_hash: str
+) -> Annotated[AdapterDirectory, ArtifactConfig(name="lora_adapter", artifact_type=ArtifactType.MODEL)]:
+    """LoRA SFT on the NEUTRAL train sentences of the source language(s); resumable."""
+    neutral = select(pairs, "train", train.source_languages, train.fraction, train.max_examples_per_language, train.seed)
+    key = checkpoint_key(model, train, data_hash)
+    output = mbad_home() / "adapters" / key
+    summary = train_lora_adapter(neutral["neutral"].tolist(), model, train, output, mbad_home() / "checkpoints" / key)
+    if mlflow.active_run():
+        mlflow.log_params({f"train.{name}": value for name, value in train.model_dump().items() if name != "lora"})
+        mlflow.log_params({f"lora.{name}": value for name, value in train.lora.model_dump().items()})
+        for index, loss in enumerate(summary.losses, start=1):
+            mlflow.log_metric("train_loss", loss, step=index)
+        mlflow.log_metric("train_tokens_per_second", summary.tokens_per_second)
+    log_metadata(metadata={"train_examples": summary.examples, "train_steps": summary.steps,
+                           "final_loss": summary.final_loss, "resumed_from_step": summary.resumed_from_step})
+    return AdapterDirectory(str(Path(output)))
