@@ -36,12 +36,14 @@ class CheckFailure:
     element_count: int
     example: dict[str, Any]
     hint: str = ""
+    by_language: dict[str, int] = field(default_factory=dict)
 
     def describe(self) -> str:
         hint = f" ({self.hint})" if self.hint else ""
+        where = f" (by language: {self.by_language})" if self.by_language else ""
         return (
             f"check '{self.check}' failed{hint}: {self.expectation} on column '{self.column}' "
-            f"is false for {self.unexpected_count} of {self.element_count} rows, e.g. {self.example}"
+            f"is false for {self.unexpected_count} of {self.element_count} rows{where}, e.g. {self.example}"
         )
 
 
@@ -146,9 +148,15 @@ def _failure(item: Any, table: pd.DataFrame) -> CheckFailure:
     config = item.expectation_config
     outcome = item.result or {}
     example: dict[str, Any] = {}
+    by_language: dict[str, int] = {}
     indices = outcome.get("unexpected_index_list") or []
-    if indices and isinstance(indices[0], dict) and "pair_id" in indices[0]:
-        row = table[table["pair_id"] == indices[0]["pair_id"]].iloc[0]
+    pair_ids = [index["pair_id"] for index in indices if isinstance(index, dict) and "pair_id" in index]
+    if pair_ids:
+        failed = table[table["pair_id"].isin(pair_ids)]
+        by_language = {str(k): int(v) for k, v in failed["lang"].value_counts().items()}
+        # The example comes from the file with the most failures: the likely culprit.
+        worst_file = failed["toxic_file"].value_counts().index[0]
+        row = failed[failed["toxic_file"] == worst_file].iloc[0]
         example = {key: _plain(row[key]) for key in ("pair_id", "lang", "split", "toxic", "neutral", "toxic_file", "neutral_file")}
         column = config.kwargs.get("column")
         if column not in example:
@@ -163,6 +171,7 @@ def _failure(item: Any, table: pd.DataFrame) -> CheckFailure:
         element_count=int(outcome.get("element_count") or len(table)),
         example=example,
         hint=(config.meta or {}).get("hint", ""),
+        by_language=by_language,
     )
 
 

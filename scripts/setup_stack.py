@@ -37,8 +37,11 @@ def main() -> None:
     from zenml.client import Client
     from zenml.enums import StackComponentType
 
-    if not (REPO_ROOT / ".zen").exists():
-        Client.initialize(root=REPO_ROOT)
+    # The ZenML repository (where the active stack is recorded): the checkout, unless
+    # ZENML_REPOSITORY_PATH points elsewhere (the tests use a private one).
+    repository = Path(os.environ.get("ZENML_REPOSITORY_PATH", REPO_ROOT))
+    if not (repository / ".zen").exists():
+        Client.initialize(root=repository)
     client = Client()
     uri = tracking_uri()
     ensure_component(client, TRACKER, StackComponentType.EXPERIMENT_TRACKER, "mlflow", {"tracking_uri": uri})

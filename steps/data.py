@@ -1,7 +1,7 @@
 from typing import Annotated
 
 import pandas as pd
-from zenml import log_metadata, save_artifact, step
+from zenml import get_step_context, log_metadata, save_artifact, step
 from zenml.types import HTMLString
 
 from mbad.config import DataConfig
@@ -29,6 +29,12 @@ def validate_data(
     report = validate_pairs(pairs, LanguageRegistry.from_yaml(config.languages_file), config)
     log_metadata(metadata={"validation_success": report.success, "failed_checks": [f.check for f in report.failures]})
     if not report.success:
-        save_artifact(HTMLString(report.html), name="data_validation_report")
+        # Outputs of a failing step are not stored: save the report explicitly, linked by metadata.
+        context = get_step_context()
+        save_artifact(
+            HTMLString(report.html), name="data_validation_report",
+            user_metadata={"pipeline_run": context.pipeline_run.name, "step_run_id": str(context.step_run.id),
+                           "failed_checks": sorted({f.check for f in report.failures})},
+        )
         raise DataValidationError(report.error_message())
     return pairs, HTMLString(report.html)

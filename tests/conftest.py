@@ -1,0 +1,65 @@
+"""Shared fixtures. Environment variables are set before anything imports ZenML, so every
+test session uses its own temporary ZenML store, MLflow database and MBAD_HOME."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+_SESSION_HOME = Path(tempfile.mkdtemp(prefix="mbad-tests-"))
+os.environ["MBAD_HOME"] = str(_SESSION_HOME)
+os.environ["ZENML_CONFIG_PATH"] = str(_SESSION_HOME / "zenml")
+os.environ["ZENML_REPOSITORY_PATH"] = str(_SESSION_HOME / "repository")
+os.environ["ZENML_ANALYTICS_OPT_IN"] = "false"
+os.environ["ZENML_ENABLE_RICH_TRACEBACK"] = "false"
+os.environ["GX_ANALYTICS_ENABLED"] = "False"
+os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{_SESSION_HOME / 'mlflow.db'}"
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
+os.environ.pop("PERSPECTIVE_API_KEY", None)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data" / "multiparadetox"
+
+
+@pytest.fixture(scope="session")
+def mbad_home() -> Path:
+    return _SESSION_HOME
+
+
+@pytest.fixture(scope="session")
+def pairs():
+    from mbad.config import DataConfig
+    from mbad.data import load_pairs
+
+    return load_pairs(DataConfig(data_dir=str(SHARED_DATA)))
+
+
+@pytest.fixture(scope="session")
+def registry():
+    from mbad.config import DataConfig
+    from mbad.languages import LanguageRegistry
+
+    return LanguageRegistry.from_yaml(DataConfig().languages_file)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(pairs) -> Path:
+    """A 2-layer Gemma 3 with a tokenizer trained on the data: real shapes, tiny weights."""
+    from mbad.tiny import build_tiny_causal_lm
+
+    train = pairs[pairs["split"] == "train"]
+    return build_tiny_causal_lm(_SESSION_HOME / "tiny-gemma", train["neutral"].tolist() + train["toxic"].tolist())
+
+
+@pytest.fixture
+def data_copy(tmp_path: Path) -> Path:
+    """A private copy of the MultiParaDetox files that a test may corrupt."""
+    target = tmp_path / "data"
+    shutil.copytree(SHARED_DATA, target)
+    return target

@@ -1,0 +1,73 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mbad.config import PAPER_LANGUAGES, DataConfig
+from mbad.data import fingerprint, load_directory, resolve_source, select, split_indices
+
+
+def test_loads_every_language_with_the_released_split(pairs):
+    assert sorted(pairs["lang"].unique()) == sorted(PAPER_LANGUAGES)
+    counts = pairs.groupby(["lang", "split"]).size()
+    assert (counts.xs("train", level="split") == 300).all()
+    assert (counts.xs("test", level="split") == 100).all()
+    assert pairs["pair_id"].is_unique
+    assert pairs[["toxic", "neutral"]].notna().all().all()
+
+
+def test_quoted_multiline_fields_are_one_row(tmp_path: Path):
+    (tmp_path / "en_train_toxic.csv").write_text('"first line\nsecond line"\nplain row\n', encoding="utf-8")
+    (tmp_path / "en_train_neutral.csv").write_text('"calm, with a comma"\nanother\n', encoding="utf-8")
+    table = load_directory(tmp_path)
+    assert table["toxic"].tolist() == ["first line\nsecond line", "plain row"]
+    assert table["neutral"].tolist() == ["calm, with a comma", "another"]
+
+
+def test_misaligned_files_leave_a_gap_instead_of_shifting_pairs(tmp_path: Path):
+    (tmp_path / "en_train_toxic.csv").write_text("a\nb\nc\n", encoding="utf-8")
+    (tmp_path / "en_train_neutral.csv").write_text("x\ny\n", encoding="utf-8")
+    table = load_directory(tmp_path)
+    assert table["neutral"].tolist()[:2] == ["x", "y"]
+    assert table["neutral"].isna().tolist() == [False, False, True]
+
+
+def test_undecodable_bytes_are_recorded_not_raised(tmp_path: Path):
+    (tmp_path / "en_train_toxic.csv").write_bytes(b"ok\n\xff\xfe broken\n")
+    (tmp_path / "en_train_neutral.csv").write_text("x\ny\n", encoding="utf-8")
+    table = load_directory(tmp_path)
+    assert not table["utf8_ok"].any()
+
+
+def test_split_is_deterministic_and_disjoint():
+    train_a, test_a = split_indices(400, seed=42, train_size=300)
+    train_b, test_b = split_indices(400, seed=42, train_size=300)
+    assert np.array_equal(train_a, train_b) and np.array_equal(test_a, test_b)
+    assert not set(train_a) & set(test_a)
+    assert len(train_a) == 300 and len(test_a) == 100
+
+
+def test_fraction_sampling_is_seeded_and_per_language(pairs):
+    first = select(pairs, "train", ["en", "hi"], fraction=0.1, seed=7)
+    second = select(pairs, "train", ["en", "hi"], fraction=0.1, seed=7)
+    other = select(pairs, "train", ["en", "hi"], fraction=0.1, seed=8)
+    assert first["pair_id"].tolist() == second["pair_id"].tolist()
+    assert first["pair_id"].tolist() != other["pair_id"].tolist()
+    assert first.groupby("lang").size().to_dict() == {"en": 30, "hi": 30}
+
+
+def test_select_names_missing_languages(pairs):
+    with pytest.raises(ValueError, match="xx"):
+        select(pairs, "train", ["en", "xx"])
+
+
+def test_fingerprint_changes_with_content(data_copy: Path):
+    before = fingerprint(str(data_copy))
+    with (data_copy / "en_train_neutral.csv").open("a", encoding="utf-8") as handle:
+        handle.write("one more line\n")
+    assert fingerprint(str(data_copy)) != before
+
+
+def test_missing_data_dir_is_a_clear_error(tmp_path: Path):
+    with pytest.raises(FileNotFoundError, match="not a directory"):
+        resolve_source(DataConfig(data_dir=str(tmp_path / "nope")))

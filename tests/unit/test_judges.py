@@ -1,0 +1,131 @@
+import json
+import logging
+import math
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from mbad.config import HFJudgeConfig, JudgeConfig, PerspectiveJudgeConfig
+from mbad.data import select
+from mbad.judges import ToxicityJudge, make_judge
+from mbad.judges.classifier import ClassifierJudge, auc_by_language, train_classifier
+from mbad.judges.lexicon import LexiconJudge
+from mbad.judges.perspective import PerspectiveError, PerspectiveJudge
+
+API_KEY = "test-key-5f1e9c0d-never-printed"
+
+
+class FakePerspective(BaseHTTPRequestHandler):
+    """Speaks the Perspective comments:analyze request/response format on loopback."""
+
+    requests: list[dict] = []
+    keys: list[str] = []
+    fail_first_with: list[int] = []
+
+    def do_POST(self):  # noqa: N802 - http.server's naming
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).requests.append(body)
+        type(self).keys.append(self.headers.get("X-Goog-Api-Key", ""))
+        if type(self).fail_first_with:
+            code = type(self).fail_first_with.pop(0)
+            self.send_response(code)
+            self.send_header("Retry-After", "0")
+            self.end_headers()
+            self.wfile.write(b'{"error": {"code": %d}}' % code)
+            return
+        text = body["comment"]["text"]
+        value = 0.9 if "idiot" in text else 0.1
+        payload = {"attributeScores": {"TOXICITY": {"summaryScore": {"value": value, "type": "PROBABILITY"}}},
+                   "languages": body["languages"]}
+        data = json.dumps(payload).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def perspective_server():
+    FakePerspective.requests, FakePerspective.keys, FakePerspective.fail_first_with = [], [], []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakePerspective)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1alpha1/comments:analyze"
+    server.shutdown()
+
+
+def _perspective_config(url, tmp_path, **overrides):
+    values = {"url": url, "queries_per_second": 1000, "backoff_seconds": 0.01, "cache_file": str(tmp_path / "cache.sqlite")}
+    return PerspectiveJudgeConfig(**(values | overrides))
+
+
+def test_perspective_sends_each_texts_real_language(perspective_server, tmp_path):
+    judge = PerspectiveJudge(API_KEY, _perspective_config(perspective_server, tmp_path))
+    scores = judge.score(["you idiot", "hola amigo", "привет"], ["en", "es", "ru"])
+    assert scores == [0.9, 0.1, 0.1]
+    assert [request["languages"] for request in FakePerspective.requests] == [["en"], ["es"], ["ru"]]
+    assert all(request["requestedAttributes"] == {"TOXICITY": {}} for request in FakePerspective.requests)
+    assert FakePerspective.keys == [API_KEY] * 3
+
+
+def test_perspective_retries_429_then_succeeds(perspective_server, tmp_path, caplog):
+    FakePerspective.fail_first_with = [429, 503]
+    judge = PerspectiveJudge(API_KEY, _perspective_config(perspective_server, tmp_path))
+    with caplog.at_level(logging.DEBUG):
+        assert judge.score(["you idiot"], ["en"]) == [0.9]
+    assert judge.requests_sent == 3
+    assert "429" in caplog.text
+    assert API_KEY not in caplog.text
+
+
+def test_perspective_gives_up_with_a_clear_error(perspective_server, tmp_path):
+    FakePerspective.fail_first_with = [429] * 10
+    judge = PerspectiveJudge(API_KEY, _perspective_config(perspective_server, tmp_path, max_retries=2))
+    with pytest.raises(PerspectiveError, match="429") as error:
+        judge.score(["text"], ["en"])
+    assert API_KEY not in str(error.value) and API_KEY not in repr(judge)
+
+
+def test_perspective_cache_means_reruns_send_nothing(perspective_server, tmp_path):
+    config = _perspective_config(perspective_server, tmp_path)
+    PerspectiveJudge(API_KEY, config).score(["a", "b"], ["en", "de"])
+    rerun = PerspectiveJudge(API_KEY, config)
+    assert rerun.score(["a", "b"], ["en", "de"]) == [0.1, 0.1]
+    assert rerun.requests_sent == 0
+    assert API_KEY.encode() not in (tmp_path / "cache.sqlite").read_bytes()
+
+
+def test_perspective_without_a_key_says_where_to_put_it():
+    with pytest.raises(ValueError, match="PERSPECTIVE_API_KEY"):
+        make_judge(JudgeConfig(backend="perspective"))
+
+
+def test_classifier_judge_separates_toxic_from_neutral(pairs):
+    classifier = train_classifier(select(pairs, "train"), JudgeConfig().classifier)
+    auc = auc_by_language(classifier, select(pairs, "test"))
+    assert set(auc) == set(pairs["lang"])
+    assert min(auc.values()) > 0.8, auc
+    judge = make_judge(JudgeConfig(), classifier=classifier)
+    assert isinstance(judge, ToxicityJudge) and isinstance(judge, ClassifierJudge)
+    scores = judge.score(["you are a fucking idiot", "you are a nice person"], ["en", "en"])
+    assert scores[0] > scores[1]
+
+
+def test_lexicon_judge_covers_what_it_can(pairs):
+    judge = LexiconJudge()
+    scores = judge.score(["what the fuck", "have a nice day", "ሰላም"], ["en", "en", "am"])
+    assert scores[0] == 1.0 and scores[1] == 0.0 and math.isnan(scores[2])
+
+
+def test_hf_judge_with_a_tiny_local_classifier(pairs, tmp_path):
+    from mbad.tiny import build_tiny_classifier
+
+    model_dir = build_tiny_classifier(tmp_path / "clf", pairs["toxic"].head(200).tolist())
+    judge = make_judge(JudgeConfig(backend="hf", hf=HFJudgeConfig(model_id=str(model_dir), batch_size=2)))
+    scores = judge.score(["one", "two words", "three words here"], ["en", "en", "en"])
+    assert len(scores) == 3 and all(0.0 <= s <= 1.0 for s in scores)

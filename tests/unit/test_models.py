@@ -1,0 +1,122 @@
+"""Training, generation and knowledge probes on a tiny Gemma 3 built from a config."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from mbad.config import GenerationConfig, KnowledgeConfig, ModelConfig, TrainConfig
+from mbad.data import select
+from mbad.generation import generate_completions, generate_for_targets
+from mbad.knowledge import run_probes
+from mbad.models import load_base_model, resolve_model_path
+from mbad.training import load_adapter, read_adapter_meta, train_lora_adapter
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_model_dir):
+    return load_base_model(ModelConfig(name_or_path=str(tiny_model_dir)))
+
+
+def test_generation_returns_only_the_completion(loaded, pairs):
+    prompts = select(pairs, "test", ["en", "zh"], max_per_language=3)
+    config = GenerationConfig(max_new_tokens=6, num_samples=2, batch_size=4)
+    completions = generate_for_targets(loaded, prompts, config)
+    assert len(completions) == 6 * 2
+    assert set(completions.groupby("pair_id")["sample"].nunique()) == {2}
+    assert not completions["completion"].str.startswith("Complete the sentence").any()
+    # Greedy: each completion equals decoding only the tokens generated after the prompt.
+    prompt = "Complete the sentence: " + prompts["toxic"].iloc[0]
+    ours = generate_completions(loaded, [prompt], GenerationConfig(max_new_tokens=6, temperature=0))[0][0]
+    ids = loaded.tokenizer(prompt, return_tensors="pt")["input_ids"]
+    output = loaded.model.generate(ids, do_sample=False, max_new_tokens=6, pad_token_id=loaded.tokenizer.pad_token_id)
+    assert ours == loaded.tokenizer.decode(output[0, ids.shape[1]:], skip_special_tokens=True).strip()
+
+
+def test_generation_is_seeded_and_independent_of_batch_order(loaded):
+    prompts = ["Complete the sentence: a", "Complete the sentence: a much longer prompt than the first one"]
+    config = GenerationConfig(max_new_tokens=5, batch_size=2, seed=3)
+    assert generate_completions(loaded, prompts, config) == generate_completions(loaded, prompts, config)
+    greedy = GenerationConfig(max_new_tokens=5, batch_size=1, temperature=0)
+    batched = GenerationConfig(max_new_tokens=5, batch_size=2, temperature=0)
+    # Left padding must not change what a prompt completes to.
+    assert generate_completions(loaded, prompts, greedy) == generate_completions(loaded, prompts, batched)
+
+
+def test_lora_training_lowers_the_loss_and_saves_an_adapter(tiny_model_dir, pairs, tmp_path):
+    texts = select(pairs, "train", ["en"], max_per_language=16)["neutral"].tolist()
+    model_config = ModelConfig(name_or_path=str(tiny_model_dir))
+    config = TrainConfig(epochs=8, batch_size=4, learning_rate=5e-3, checkpoint_every=0)
+    summary = train_lora_adapter(texts, model_config, config, tmp_path / "adapter")
+    assert summary.steps == 8 * 4
+    assert sum(summary.losses[-4:]) < sum(summary.losses[:4])
+    assert {"adapter_model.safetensors", "adapter_config.json"} <= {p.name for p in (tmp_path / "adapter").iterdir()}
+    assert read_adapter_meta(tmp_path / "adapter")["base_model"]["name_or_path"] == str(tiny_model_dir)
+    # The adapter changes the model: perplexity on its own training text falls.
+    base = load_base_model(model_config)
+    frame = pd.DataFrame({"lang": "en", "neutral": texts})
+    before = run_probes(base, frame, KnowledgeConfig())["perplexity"]["en"]
+    after = run_probes(load_adapter(base, tmp_path / "adapter"), frame, KnowledgeConfig())["perplexity"]["en"]
+    assert after < before
+
+
+def test_killed_training_resumes_from_its_checkpoint(tiny_model_dir, pairs, tmp_path):
+    texts = select(pairs, "train", ["en"])["neutral"].tolist()
+    (tmp_path / "texts.json").write_text(json.dumps(texts))
+    config = TrainConfig(epochs=2, batch_size=2, checkpoint_every=1)
+    script = (
+        "import json, sys; from pathlib import Path; sys.path.insert(0, %r)\n"
+        "from mbad.config import ModelConfig, TrainConfig\nfrom mbad.training import train_lora_adapter\n"
+        "train_lora_adapter(json.loads(Path(%r).read_text()), ModelConfig(name_or_path=%r), "
+        "TrainConfig(**json.loads(%r)), Path(%r), Path(%r))\n"
+    ) % (str(REPO_ROOT), str(tmp_path / "texts.json"), str(tiny_model_dir), config.model_dump_json(),
+         str(tmp_path / "adapter"), str(tmp_path / "ckpt"))
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (tmp_path / "ckpt" / "state.pt").exists():
+        assert process.poll() is None and time.time() < deadline, "training ended before its first checkpoint"
+        time.sleep(0.01)
+    time.sleep(0.3)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (tmp_path / "adapter" / "adapter_model.safetensors").exists()
+    saved_step = torch.load(tmp_path / "ckpt" / "state.pt", weights_only=False)["step"]
+    assert saved_step >= 1
+
+    summary = train_lora_adapter(texts, ModelConfig(name_or_path=str(tiny_model_dir)), config,
+                                 tmp_path / "adapter", tmp_path / "ckpt")
+    assert summary.resumed_from_step == saved_step
+    assert summary.steps == 2 * 150
+    assert not (tmp_path / "ckpt" / "state.pt").exists()
+
+
+def test_perplexity_is_per_language_and_finite(loaded, pairs):
+    results = run_probes(loaded, select(pairs, "test", ["en", "am"], max_per_language=5), KnowledgeConfig(batch_size=2))
+    assert set(results["perplexity"]) == {"en", "am"}
+    assert all(1 < value < float("inf") for value in results["perplexity"].values())
+
+
+def test_unknown_probe_and_cpu_qlora_are_clear_errors(loaded, pairs, tiny_model_dir):
+    with pytest.raises(ValueError, match="unknown knowledge probe"):
+        run_probes(loaded, pairs.head(2), KnowledgeConfig(probes=["mmlu"]))
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="needs CUDA"):
+            load_base_model(ModelConfig(name_or_path=str(tiny_model_dir), quantization="4bit"))
+
+
+def test_model_paths(tmp_path):
+    assert resolve_model_path("CohereForAI/aya-expanse-8b") == "CohereForAI/aya-expanse-8b"
+    with pytest.raises(ValueError, match="unknown packaged model"):
+        resolve_model_path("packaged:nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        resolve_model_path(str(tmp_path / "empty"))
