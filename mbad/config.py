@@ -170,3 +170,32 @@ class DetoxConfig(_Strict):
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
     knowledge: KnowledgeConfig = Field(default_factory=KnowledgeConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
+
+
+class RepresentationConfig(_Strict):
+    """Sentence representations for the language-separation analysis of the paper's repo."""
+
+    enabled: bool = True
+    pooling: Literal["mean", "first"] = "mean"
+    max_sentences_per_language: int = 50
+    batch_size: int = 16
+
+
+SweepMode = Literal["zs", "xft", "pft", "mft"]
+
+
+class SweepConfig(_Strict):
+    """The paper's grid for one base model: zero-shot, X-FT per source, P-FT per fraction, M-FT."""
+
+    base: DetoxConfig = Field(default_factory=DetoxConfig)
+    # A short name for the base model in tables and plots.
+    model_label: str = "gemma-3-270m"
+    languages: list[str] = Field(default_factory=lambda: list(PAPER_LANGUAGES))
+    modes: list[SweepMode] = Field(default_factory=lambda: ["zs", "xft", "pft", "mft"])
+    fractions: list[float] = Field(default_factory=lambda: [0.1, 0.2, 0.3])
+    # M-FT trains on every language at once: the paper used longer sequences there.
+    mft_max_length: int = 512
+    representations: RepresentationConfig = Field(default_factory=RepresentationConfig)
+    # A Perspective sweep above this many API calls refuses to start unless allowed.
+    perspective_budget_calls: int = 20_000
+    allow_over_budget: bool = False

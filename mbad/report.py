@@ -85,3 +85,36 @@ def render_html(comparison: pd.DataFrame, png: bytes, title: str, notes: dict[st
         f"<html><body style='font-family:sans-serif'><h2>{title}</h2><ul>{facts}</ul>"
         f"<img src='data:image/png;base64,{image}' style='max-width:100%'/>{table}</body></html>"
     )
+
+
+def plot_matrix(matrix: pd.DataFrame, title: str, cmap: str = "RdYlGn_r", centered: bool = True, fmt: str = "{:+.0f}") -> bytes:
+    """PNG heatmap of a source x target (or language x language) matrix, values written in."""
+    values = matrix.to_numpy(dtype=float)
+    figure, axis = plt.subplots(figsize=(1.2 + 0.75 * values.shape[1], 1.0 + 0.6 * values.shape[0]))
+    limit = float(np.nanmax(np.abs(values))) if np.isfinite(values).any() else 1.0
+    bounds = {"vmin": -limit, "vmax": limit} if centered else {}
+    image = axis.imshow(values, cmap=cmap, aspect="auto", **bounds)
+    axis.set_xticks(range(values.shape[1]), matrix.columns)
+    axis.set_yticks(range(values.shape[0]), matrix.index)
+    axis.set_xlabel(matrix.columns.name or "target")
+    axis.set_ylabel(matrix.index.name or "source")
+    axis.set_title(title)
+    for (row, column), value in np.ndenumerate(values):
+        if np.isfinite(value):
+            axis.text(column, row, fmt.format(value), ha="center", va="center", fontsize=8)
+    figure.colorbar(image, ax=axis, shrink=0.8)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def images_html(title: str, images: dict[str, bytes], tables: dict[str, pd.DataFrame]) -> str:
+    """A page of named PNGs and tables (ZenML renders it in the dashboard)."""
+    parts = [f"<html><body style='font-family:sans-serif'><h2>{title}</h2>"]
+    for name, png in images.items():
+        parts.append(f"<h3>{name}</h3><img src='data:image/png;base64,{base64.b64encode(png).decode()}' style='max-width:100%'/>")
+    for name, table in tables.items():
+        parts.append(f"<h3>{name}</h3>" + table.to_html(float_format=lambda value: f"{value:.4g}", border=0))
+    return "".join(parts) + "</body></html>"

@@ -1,0 +1,138 @@
+"""The paper's experiment grid: which settings to run, what they cost, and the tidy table."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+
+from mbad.config import SweepConfig, TrainConfig
+from mbad.languages import LanguageRegistry
+
+RESULT_COLUMNS = ["model", "mode", "source", "fraction", "target", "metric", "value"]
+
+
+class SweepBudgetError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One adapter to train (or, for `zs`, the base model): its name is its step-id suffix."""
+
+    name: str
+    mode: str
+    source: str  # a language code for xft, `all` otherwise
+    fraction: float
+    train_languages: tuple[str, ...]
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def plan_settings(config: SweepConfig) -> list[Setting]:
+    """zs, then xft per source language, pft per fraction, and mft, in the configured modes."""
+    languages = tuple(config.languages)
+    settings = []
+    if "zs" in config.modes:
+        settings.append(Setting("zs", "zs", "all", 1.0, ()))
+    if "xft" in config.modes:
+        settings += [Setting(f"xft_{lang}", "xft", lang, 1.0, (lang,)) for lang in languages]
+    if "pft" in config.modes:
+        settings += [Setting(f"pft_{round(f * 100)}", "pft", "all", f, languages) for f in config.fractions]
+    if "mft" in config.modes:
+        settings.append(Setting("mft", "mft", "all", 1.0, languages))
+    return settings
+
+
+def train_config_for(setting: Setting, config: SweepConfig) -> TrainConfig:
+    """The base training config with this setting's languages, fraction and length."""
+    overrides: dict = {"source_languages": list(setting.train_languages), "fraction": setting.fraction}
+    if setting.mode == "mft":
+        overrides["max_length"] = config.mft_max_length
+    return config.base.train.model_copy(update=overrides)
+
+
+@dataclass
+class SweepEstimate:
+    settings: int
+    trainings: int
+    generations: int
+    judge_calls: int
+    perspective_hours: float | None
+
+    def describe(self) -> str:
+        text = (f"{self.settings} settings: {self.trainings} adapter trainings, {self.generations} generated "
+                f"completions, {self.judge_calls} judge calls")
+        if self.perspective_hours is not None:
+            text += f"; Perspective API: {self.judge_calls} calls, about {self.perspective_hours:.1f} h at its quota"
+        return text
+
+
+def estimate(config: SweepConfig, settings: list[Setting], test_prompts_per_language: int) -> SweepEstimate:
+    """What the sweep will cost before it starts; raises when a Perspective run is over budget."""
+    prompts = min(test_prompts_per_language, config.base.generation.max_prompts_per_language or test_prompts_per_language)
+    per_model = prompts * len(config.languages) * config.base.generation.num_samples
+    evaluated = len(settings) + (0 if "zs" in config.modes else 1)  # the base model is always evaluated
+    judge_calls = per_model * evaluated
+    perspective = config.base.judge.backend == "perspective"
+    result = SweepEstimate(
+        settings=len(settings),
+        trainings=sum(setting.mode != "zs" for setting in settings),
+        generations=judge_calls,
+        judge_calls=judge_calls,
+        perspective_hours=judge_calls / config.base.judge.perspective.queries_per_second / 3600 if perspective else None,
+    )
+    if perspective and judge_calls > config.perspective_budget_calls and not config.allow_over_budget:
+        raise SweepBudgetError(
+            f"this sweep needs {judge_calls} Perspective API calls (~{result.perspective_hours:.1f} h), over the budget of "
+            f"{config.perspective_budget_calls}: raise perspective_budget_calls or set allow_over_budget: true"
+        )
+    return result
+
+
+def tidy_rows(model: str, setting: Setting, toxicity: pd.DataFrame, knowledge: dict[str, dict[str, float]],
+              base_toxicity: pd.DataFrame, base_knowledge: dict[str, dict[str, float]]) -> list[dict]:
+    """Rows of the results table for one setting: raw metrics and % change versus the base model."""
+    rows = []
+    for target in toxicity.index:
+        values = {
+            "toxicity_mean": toxicity.loc[target, "toxicity_mean"],
+            "toxicity_probability": toxicity.loc[target, "toxicity_probability"],
+            "expected_max_toxicity": toxicity.loc[target, "expected_max_toxicity"],
+        }
+        for probe, by_language in knowledge.items():
+            values[probe] = by_language.get(target, np.nan)
+        base = base_toxicity.loc[target, "toxicity_mean"]
+        values["toxicity_change_pct"] = (values["toxicity_mean"] - base) / base * 100 if base else np.nan
+        base_ppl = base_knowledge.get("perplexity", {}).get(target)
+        if base_ppl and "perplexity" in values:
+            values["perplexity_change_pct"] = (values["perplexity"] - base_ppl) / base_ppl * 100
+        rows += [{"model": model, "mode": setting.mode, "source": setting.source, "fraction": setting.fraction,
+                  "target": target, "metric": metric, "value": float(value)} for metric, value in values.items()]
+    return rows
+
+
+def transfer_matrix(results: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Source x target matrix of one metric over the xft settings."""
+    xft = results[(results["mode"] == "xft") & (results["metric"] == metric)]
+    return xft.pivot_table(index="source", columns="target", values="value", aggfunc="mean")
+
+
+def aggregate_by_script(results: pd.DataFrame, registry: LanguageRegistry, metric: str = "toxicity_change_pct") -> pd.DataFrame:
+    """Mean of `metric` over xft pairs whose source and target share a script, and those that do not;
+    and by the target's resource level."""
+    xft = results[(results["mode"] == "xft") & (results["metric"] == metric)].copy()
+    xft["pair"] = np.where(
+        [registry.script(s) == registry.script(t) for s, t in zip(xft["source"], xft["target"])],
+        "same script", "different script",
+    )
+    xft.loc[xft["source"] == xft["target"], "pair"] = "same language"
+    xft["target_resource"] = [registry[t].resource for t in xft["target"]]
+    by_script = xft.groupby("pair")["value"].agg(["mean", "count"]).reset_index().rename(columns={"pair": "group"})
+    by_resource = xft.groupby("target_resource")["value"].agg(["mean", "count"]).reset_index()
+    by_resource = by_resource.rename(columns={"target_resource": "group"})
+    by_script.insert(0, "by", "script")
+    by_resource.insert(0, "by", "target resource level")
+    return pd.concat([by_script, by_resource], ignore_index=True)

@@ -1,0 +1,52 @@
+import logging
+
+from zenml import pipeline
+
+from mbad.config import SweepConfig
+from mbad.data import fingerprint, load_pairs, resolve_source
+from mbad.sweep import estimate, plan_settings, train_config_for
+from steps.data import load_data, validate_data
+from steps.evaluation import evaluate_knowledge, generate, score_toxicity
+from steps.judge import train_judge
+from steps.representation import represent
+from steps.sweep import collect_sweep
+from steps.training import train_adapter
+
+logger = logging.getLogger(__name__)
+
+
+@pipeline
+def cross_lingual_sweep(config: SweepConfig = SweepConfig()) -> None:
+    """The paper's grid for one model: zs, xft (source x target), pft and mft, in one run.
+
+    One training step per adapter (parallel pods on Kubernetes); each adapter is evaluated on
+    every target in one pass; the base model is evaluated once and shared by all settings.
+    """
+    base = config.base
+    source = resolve_source(base.data)
+    settings = plan_settings(config.model_copy(update={"modes": sorted(set(config.modes) | {"zs"})}))
+    test_per_language = int(load_pairs(base.data).query("split == 'test'").groupby("lang").size().max())
+    logger.info("sweep plan: %s", estimate(config, settings, test_per_language).describe())  # raises over budget
+
+    data_hash = fingerprint(source)
+    pairs = load_data(config=base.data, data_hash=data_hash)
+    validated, _ = validate_data(pairs=pairs, config=base.data)
+    classifier, judge_auc = train_judge(pairs=validated, config=base.judge)
+
+    shared = {"pairs": validated, "model": base.model, "target_languages": config.languages}
+    last_steps = []
+    for setting in settings:
+        adapter = None
+        if setting.mode != "zs":
+            train = train_config_for(setting, config)
+            adapter = train_adapter(pairs=validated, model=base.model, train=train, data_hash=data_hash,
+                                    log_to_mlflow=False, id=f"train__{setting.name}")
+        completions = generate(**shared, generation=base.generation, adapter=adapter, id=f"generate__{setting.name}")
+        score_toxicity(completions, classifier, base.judge, id=f"score__{setting.name}")
+        evaluate_knowledge(**shared, knowledge=base.knowledge, adapter=adapter, id=f"knowledge__{setting.name}")
+        last_steps += [f"score__{setting.name}", f"knowledge__{setting.name}"]
+        if config.representations.enabled:
+            represent(**shared, representations=config.representations, adapter=adapter, id=f"represent__{setting.name}")
+            last_steps.append(f"represent__{setting.name}")
+
+    collect_sweep([s.as_dict() for s in settings], config, judge_auc, after=last_steps)

@@ -1,0 +1,51 @@
+"""The Perspective judge inside detox_training: key from a ZenML secret, real language codes,
+and the key nowhere in logs, artifacts or the tracking store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.fake_perspective import API_KEY, FakePerspective, perspective_server  # noqa: F401  (fixture)
+from tests.integration.conftest import run_detox_training, write_run_config
+
+pytestmark = pytest.mark.integration
+
+
+def _files_containing(root: Path, needle: bytes, skip: set[Path]) -> list[str]:
+    hits = []
+    for path in root.rglob("*"):
+        if path.is_file() and path not in skip and needle in path.read_bytes():
+            hits.append(str(path))
+    return hits
+
+
+def test_perspective_key_from_zenml_secret_never_leaks(stack, tiny_model_dir, perspective_server, tmp_path, mbad_home, capfd):
+    stack.create_secret("perspective", values={"api_key": API_KEY})
+    try:
+        config_path = write_run_config(
+            tmp_path / "run.yaml", tiny_model_dir,
+            judge={"backend": "perspective",
+                   "perspective": {"url": perspective_server, "queries_per_second": 1000,
+                                   "cache_file": str(tmp_path / "perspective.sqlite")}},
+            target_languages=["en", "hi"],
+        )
+        run = stack.get_pipeline_run(run_detox_training(config_path).id)
+    finally:
+        stack.delete_secret("perspective")
+    assert run.status.value == "completed"
+
+    # Each completion went out with its own language code and the secret's key, in a header.
+    sent = sorted({tuple(request["languages"]) for request in FakePerspective.requests})
+    assert sent == [("en",), ("hi",)]
+    assert set(FakePerspective.keys) == {API_KEY}
+    scores = run.steps["score_tuned"].outputs["toxicity_scores"][0].load()
+    assert set(scores["judge"]) == {"perspective"} and scores["score"].between(0, 1).all()
+
+    output = capfd.readouterr()
+    assert API_KEY not in output.out and API_KEY not in output.err
+    # The ZenML SQL store holds the secret itself (that is its job); nothing else may.
+    secret_store = {mbad_home / "zenml" / "local_stores" / "default_zen_store" / "zenml.db"}
+    assert _files_containing(mbad_home, API_KEY.encode(), skip=secret_store) == []
+    assert _files_containing(tmp_path, API_KEY.encode(), skip=set()) == []
