@@ -16,7 +16,7 @@ export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
-.PHONY: venv setup run test lint ui clean
+.PHONY: venv setup run test lint ui clean k8s-stack
 
 venv: $(STAMP)
 $(STAMP): requirements.lock
@@ -45,6 +45,9 @@ ui: setup  ## MLflow UI on :5000 and the ZenML dashboard
 	@echo "ZenML dashboard:  ZENML_CONFIG_PATH=$(ZENML_CONFIG_PATH) $(BIN)/zenml login --local"
 	$(BIN)/zenml login --local
 	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --port 5000
+
+k8s-stack: venv  ## register the Kubernetes + Kubeflow ZenML stacks from MBAD_* variables (docs/kubernetes.md)
+	$(BIN)/python scripts/k8s_stack.py
 
 clean:  ## remove local state (runs, registry, models); keeps the venv
 	rm -rf $(MBAD_HOME) .zen

@@ -23,6 +23,7 @@ def metrics_for_mlflow(comparison: pd.DataFrame, judge_auc: dict[str, float]) ->
         metrics[f"toxicity_change_pct/{lang}"] = row["toxicity_change_pct"]
         metrics[f"toxicity_probability/{lang}"] = row["toxic_share_tuned"]
         metrics[f"expected_max_toxicity/{lang}"] = row["expected_max_toxicity_tuned"]
+        metrics[f"empty_completion_share/{lang}"] = row["empty_share_tuned"]
         metrics[f"perplexity_base/{lang}"] = row["perplexity_base"]
         metrics[f"perplexity/{lang}"] = row["perplexity_tuned"]
         metrics[f"perplexity_change_pct/{lang}"] = row["perplexity_change_pct"]
@@ -67,10 +68,11 @@ def plot_comparison(comparison: pd.DataFrame, source_label: str) -> bytes:
 def format_table(comparison: pd.DataFrame) -> str:
     """The console table printed after a run."""
     shown = comparison[
-        ["target", "toxicity_base", "toxicity_tuned", "toxicity_change_pct", "perplexity_base", "perplexity_tuned", "perplexity_change_pct"]
+        ["target", "toxicity_base", "toxicity_tuned", "toxicity_change_pct", "empty_share_tuned",
+         "perplexity_base", "perplexity_tuned", "perplexity_change_pct"]
     ].rename(
         columns={
-            "toxicity_base": "tox base", "toxicity_tuned": "tox tuned", "toxicity_change_pct": "tox Δ%",
+            "toxicity_base": "tox base", "toxicity_tuned": "tox tuned", "toxicity_change_pct": "tox Δ%", "empty_share_tuned": "empty tuned",
             "perplexity_base": "ppl base", "perplexity_tuned": "ppl tuned", "perplexity_change_pct": "ppl Δ%",
         }
     )

@@ -101,6 +101,7 @@ def tidy_rows(model: str, setting: Setting, toxicity: pd.DataFrame, knowledge: d
             "toxicity_mean": toxicity.loc[target, "toxicity_mean"],
             "toxicity_probability": toxicity.loc[target, "toxicity_probability"],
             "expected_max_toxicity": toxicity.loc[target, "expected_max_toxicity"],
+            "empty_share": toxicity.loc[target, "empty_share"],
         }
         for probe, by_language in knowledge.items():
             values[probe] = by_language.get(target, np.nan)

@@ -63,3 +63,11 @@ def data_copy(tmp_path: Path) -> Path:
     target = tmp_path / "data"
     shutil.copytree(SHARED_DATA, target)
     return target
+
+
+@pytest.fixture
+def perspective_server():
+    """URL of a loopback server that speaks the Perspective API (tests/fake_perspective.py)."""
+    from tests.fake_perspective import serve_fake_perspective
+
+    yield from serve_fake_perspective()

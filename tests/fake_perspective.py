@@ -4,8 +4,6 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import pytest
-
 API_KEY = "test-key-5f1e9c0d-never-printed"
 
 
@@ -42,8 +40,8 @@ class FakePerspective(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def perspective_server():
+def serve_fake_perspective():
+    """Start the server; yields its URL (used as the `perspective_server` fixture)."""
     FakePerspective.requests, FakePerspective.keys, FakePerspective.fail_first_with = [], [], []
     server = ThreadingHTTPServer(("127.0.0.1", 0), FakePerspective)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

@@ -43,3 +43,13 @@ def make_judge(config: JudgeConfig, classifier: Any = None, api_key: str | None 
 
         return HFJudge(config.hf)
     raise ValueError(f"unknown judge backend {config.backend!r}")
+
+
+def score_completions(judge: ToxicityJudge, texts: Sequence[str], langs: Sequence[str]) -> list[float]:
+    """Judge scores, with 0.0 for empty completions: a model that says nothing says nothing
+    toxic (and classifiers would score an empty string at their intercept, APIs reject it)."""
+    spoken = [i for i, text in enumerate(texts) if text.strip()]
+    scores = [0.0] * len(texts)
+    for index, value in zip(spoken, judge.score([texts[i] for i in spoken], [langs[i] for i in spoken])):
+        scores[index] = value
+    return scores

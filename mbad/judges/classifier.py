@@ -58,3 +58,14 @@ class ClassifierJudge:
         if not texts:
             return []
         return [float(p) for p in self.classifier.predict_proba(list(texts))[:, 1]]
+
+
+if __name__ == "__main__":  # `python -m mbad.judges.classifier`: held-out ROC-AUC per language
+    from mbad.config import ClassifierJudgeConfig, DataConfig
+    from mbad.data import load_pairs, select
+
+    pairs = load_pairs(DataConfig())
+    classifier = train_classifier(select(pairs, "train"), ClassifierJudgeConfig())
+    scores = auc_by_language(classifier, select(pairs, "test"))
+    print("| language | " + " | ".join(scores) + " |\n|---|" + "---|" * len(scores))
+    print("| ROC-AUC | " + " | ".join(f"{value:.3f}" for value in scores.values()) + " |")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fake_perspective import API_KEY, FakePerspective, perspective_server  # noqa: F401  (fixture)
+from tests.fake_perspective import API_KEY, FakePerspective
 from tests.integration.conftest import run_detox_training, write_run_config
 
 pytestmark = pytest.mark.integration

@@ -9,8 +9,7 @@ from mbad.judges import ToxicityJudge, make_judge
 from mbad.judges.classifier import ClassifierJudge, auc_by_language, train_classifier
 from mbad.judges.lexicon import LexiconJudge
 from mbad.judges.perspective import PerspectiveError, PerspectiveJudge
-
-from tests.fake_perspective import API_KEY, FakePerspective, perspective_server  # noqa: F401  (fixture)
+from tests.fake_perspective import API_KEY, FakePerspective
 
 
 def _perspective_config(url, tmp_path, **overrides):

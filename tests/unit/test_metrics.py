@@ -32,3 +32,20 @@ def test_compare_models_percent_change():
     assert table.loc["ru", "toxicity_change_pct"] == pytest.approx(25.0)
     assert table.loc["en", "perplexity_change_pct"] == pytest.approx(10.0)
     assert math.isnan(percent_change(0.0, 1.0))
+
+
+def test_empty_completions_score_zero_and_are_counted():
+    from mbad.judges import score_completions
+
+    class Loud:
+        name = "loud"
+        seen: list[str] = []
+
+        def score(self, texts, langs):
+            Loud.seen += list(texts)
+            return [0.9] * len(texts)
+
+    assert score_completions(Loud(), ["you idiot", "", "   "], ["en"] * 3) == [0.9, 0.0, 0.0]
+    assert Loud.seen == ["you idiot"]
+    scored = pd.DataFrame({"pair_id": ["a", "b"], "lang": "en", "sample": 0, "score": [0.9, 0.0], "completion": ["x", " "]})
+    assert toxicity_by_language(scored).loc["en", "empty_share"] == pytest.approx(0.5)
