@@ -78,6 +78,9 @@ class TrainConfig(_Strict):
     batch_size: int = 8
     gradient_accumulation_steps: int = 1
     max_length: int = 256
+    # End each training sentence with EOS. Off: a model taught to stop after a sentence
+    # answers complete-the-sentence prompts with nothing (see mbad.training.tokenize_for_lm).
+    append_eos: bool = False
     seed: int = 42
     # Save a resumable checkpoint every N optimizer steps (0: only at the end).
     checkpoint_every: int = 25

@@ -47,9 +47,15 @@ class TrainSummary:
     losses: list[float] = field(default_factory=list)
 
 
-def tokenize_for_lm(tokenizer, texts: list[str], max_length: int, is_seq2seq: bool) -> list[dict[str, list[int]]]:
+def tokenize_for_lm(
+    tokenizer, texts: list[str], max_length: int, is_seq2seq: bool, append_eos: bool = False
+) -> list[dict[str, list[int]]]:
     """Token ids once per text. Causal LMs learn the whole sentence; seq2seq models learn
-    to continue its first half (the same task the evaluation prompts ask for)."""
+    to continue its first half (the same task the evaluation prompts ask for).
+
+    Without `append_eos` the model is not taught to stop after a sentence: taught so, it
+    answers "Complete the sentence: <a whole sentence>" with EOS at once, and an empty
+    completion measures silence, not detoxification."""
     examples = []
     for text in texts:
         if is_seq2seq:
@@ -59,8 +65,9 @@ def tokenize_for_lm(tokenizer, texts: list[str], max_length: int, is_seq2seq: bo
             target = tokenizer(" ".join(words[cut:]) or text, truncation=True, max_length=max_length)["input_ids"]
             examples.append({"input_ids": source, "labels": target})
         else:
-            ids = tokenizer(text, truncation=True, max_length=max_length - 1)["input_ids"]
-            ids = ids + [tokenizer.eos_token_id]
+            ids = tokenizer(text, truncation=True, max_length=max_length)["input_ids"]
+            if append_eos:
+                ids = ids[: max_length - 1] + [tokenizer.eos_token_id]
             examples.append({"input_ids": ids, "labels": ids})
     return examples
 
@@ -132,7 +139,7 @@ def train_lora_adapter(
     )
     model = get_peft_model(model, lora)
     model.train()
-    examples = tokenize_for_lm(loaded.tokenizer, texts, config.max_length, loaded.is_seq2seq)
+    examples = tokenize_for_lm(loaded.tokenizer, texts, config.max_length, loaded.is_seq2seq, config.append_eos)
     batches = make_batches(examples, config.batch_size, config.seed)
     total_steps = math.ceil(len(batches) * config.epochs / config.gradient_accumulation_steps)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate)
