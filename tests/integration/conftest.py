@@ -49,8 +49,3 @@ def run_detox_training(config_path: Path):
 
     return detox_training.with_options(config_path=str(config_path))()
 
-
-def pytest_collection_modifyitems(items):
-    """The sweep module runs last: once, detox_training's report step failed when it ran
-    after the sweep in the same process (cause not found yet; each module passes alone)."""
-    items.sort(key=lambda item: "test_sweep_pipeline" in item.nodeid)
