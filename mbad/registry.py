@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,6 @@ from mlflow.tracking import MlflowClient
 
 from mbad.config import REPO_ROOT
 
-logger = logging.getLogger(__name__)
 PYFUNC_REQUIREMENTS = ["torch", "transformers", "peft", "accelerate", "pandas", "pydantic", "pyyaml"]
 
 

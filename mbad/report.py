@@ -120,3 +120,10 @@ def images_html(title: str, images: dict[str, bytes], tables: dict[str, pd.DataF
     for name, table in tables.items():
         parts.append(f"<h3>{name}</h3>" + table.to_html(float_format=lambda value: f"{value:.4g}", border=0))
     return "".join(parts) + "</body></html>"
+
+
+def png_to_image(png: bytes):
+    """A PIL image of PNG bytes, for `mlflow.log_image`."""
+    from PIL import Image
+
+    return Image.open(io.BytesIO(png))

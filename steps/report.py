@@ -10,7 +10,7 @@ from zenml.types import HTMLString
 from mbad.config import DetoxConfig
 from mbad.metrics import compare_models, toxicity_by_language
 from mbad.registry import register_adapter, version_tags
-from mbad.report import format_table, metrics_for_mlflow, plot_comparison, render_html
+from mbad.report import format_table, metrics_for_mlflow, plot_comparison, png_to_image, render_html
 from mbad.training import AdapterDirectory
 from steps._stack import EXPERIMENT_TRACKER
 
@@ -41,7 +41,7 @@ def report(
     mlflow.log_metrics(metrics)
     mlflow.log_table(comparison, artifact_file="detox_results.json")
     mlflow.log_text(comparison.to_csv(index=False), "detox_results.csv")
-    mlflow.log_image(_png_image(png), "toxicity_change.png")
+    mlflow.log_image(png_to_image(png), "toxicity_change.png")
     mlflow.log_dict(config.model_dump(), "config.json")
     tags = version_tags(config.train.source_languages, config.target_languages, data_hash, config.model_dump(), metrics)
     tags["zenml_run"] = get_step_context().pipeline_run.name
@@ -54,11 +54,3 @@ def report(
                        {"source": ",".join(config.train.source_languages), "registry version": f"{config.registry.model_name} v{version}",
                         "judge": config.judge.backend, "judge AUC": json.dumps({k: round(v, 3) for k, v in judge_auc.items()})})
     return comparison, HTMLString(html)
-
-
-def _png_image(png: bytes):
-    import io
-
-    from PIL import Image
-
-    return Image.open(io.BytesIO(png))

@@ -9,7 +9,7 @@ from zenml.types import HTMLString
 from mbad.config import SweepConfig
 from mbad.languages import LanguageRegistry
 from mbad.metrics import toxicity_by_language
-from mbad.report import images_html, plot_matrix
+from mbad.report import images_html, plot_matrix, png_to_image
 from mbad.representations import confusion_frame
 from mbad.sweep import RESULT_COLUMNS, Setting, aggregate_by_script, tidy_rows, transfer_matrix
 from mbad.training import read_adapter_meta
@@ -63,7 +63,7 @@ def collect_sweep(
         images["language_confusion_base.png"] = plot_matrix(confusion_frame(separation["zs"]), "centroid cosine (base)",
                                                                cmap="viridis", centered=False, fmt="{:.2f}")
     for name, png in images.items():
-        mlflow.log_image(_image(png), name)
+        mlflow.log_image(png_to_image(png), name)
     mlflow.log_text(results.to_csv(index=False), "results.csv")
     mlflow.log_text(aggregates.to_csv(index=False), "aggregates.csv")
     mlflow.log_dict({name: s for name, s in separation.items() if s}, "language_separation.json")
@@ -72,11 +72,3 @@ def collect_sweep(
     tables = {"aggregates": aggregates.set_index(["by", "group"])}
     html = images_html(f"{config.model_label}: cross-lingual sweep", images, tables)
     return results, aggregates, HTMLString(html)
-
-
-def _image(png: bytes):
-    import io
-
-    from PIL import Image
-
-    return Image.open(io.BytesIO(png))
