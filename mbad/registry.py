@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+from mlflow.models import Model
 from mlflow.tracking import MlflowClient
 
 from mbad.config import REPO_ROOT
@@ -49,3 +50,11 @@ def version_tags(
     }
     tags.update({f"metric.{name}": f"{value:.6g}" for name, value in metrics.items()})
     return tags
+
+
+def download_adapter(model_name: str, version: str, destination: Path, mlflow_uri: str) -> Path:
+    """The LoRA adapter inside a registered version, downloaded from the MLflow at `mlflow_uri`."""
+    location = MlflowClient(mlflow_uri).get_model_version_download_uri(model_name, version)
+    local = Path(mlflow.artifacts.download_artifacts(location, dst_path=str(destination), tracking_uri=mlflow_uri))
+    flavor = Model.load(str(local / "MLmodel")).flavors["python_function"]
+    return local / flavor["artifacts"]["adapter"]["path"]

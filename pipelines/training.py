@@ -15,6 +15,12 @@ def detox_training(config: DetoxConfig = DetoxConfig()) -> None:
     data_hash = fingerprint(resolve_source(config.data))  # changes when the files change
     pairs = load_data(config=config.data, data_hash=data_hash)
     validated, _ = validate_data(pairs=pairs, config=config.data)
+    train_evaluate_register(config, validated, data_hash)
+
+
+def train_evaluate_register(config: DetoxConfig, validated, data_hash: str, register=report) -> dict:
+    """Judge, adapter, base vs fine-tuned evaluation, registration (`register`: the report step,
+    possibly `with_options`). Returns what a later gate can reuse (pairs, judge, base results)."""
     classifier, judge_auc = train_judge(pairs=validated, config=config.judge)
     adapter = train_adapter(pairs=validated, model=config.model, train=config.train, data_hash=data_hash)
 
@@ -26,4 +32,5 @@ def detox_training(config: DetoxConfig = DetoxConfig()) -> None:
     base_knowledge = evaluate_knowledge(**evaluation, knowledge=config.knowledge, id="knowledge_base")
     tuned_knowledge = evaluate_knowledge(**evaluation, knowledge=config.knowledge, adapter=adapter, id="knowledge_tuned")
 
-    report(base_scores, tuned_scores, base_knowledge, tuned_knowledge, judge_auc, adapter, config, data_hash)
+    register(base_scores, tuned_scores, base_knowledge, tuned_knowledge, judge_auc, adapter, config, data_hash)
+    return {"validated": validated, "classifier": classifier, "base_scores": base_scores, "base_knowledge": base_knowledge}

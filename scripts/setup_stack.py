@@ -33,6 +33,19 @@ def ensure_component(client, name: str, component_type, flavor: str, configurati
         print(f"updated {component_type.value} '{name}'")
 
 
+def tracker_configuration(uri: str) -> dict:
+    """ZenML's MLflow tracker wants credentials for an http(s) server: the MLflow env vars, else
+    a placeholder token, which a server without authentication ignores."""
+    configuration = {"tracking_uri": uri}
+    if uri.startswith(("http://", "https://")):
+        if os.environ.get("MLFLOW_TRACKING_USERNAME"):
+            configuration["tracking_username"] = os.environ["MLFLOW_TRACKING_USERNAME"]
+            configuration["tracking_password"] = os.environ.get("MLFLOW_TRACKING_PASSWORD", "")
+        else:
+            configuration["tracking_token"] = os.environ.get("MLFLOW_TRACKING_TOKEN", "unauthenticated")
+    return configuration
+
+
 def main() -> None:
     from zenml.client import Client
     from zenml.enums import StackComponentType
@@ -44,7 +57,7 @@ def main() -> None:
         Client.initialize(root=repository)
     client = Client()
     uri = tracking_uri()
-    ensure_component(client, TRACKER, StackComponentType.EXPERIMENT_TRACKER, "mlflow", {"tracking_uri": uri})
+    ensure_component(client, TRACKER, StackComponentType.EXPERIMENT_TRACKER, "mlflow", tracker_configuration(uri))
     ensure_component(client, REGISTRY, StackComponentType.MODEL_REGISTRY, "mlflow", {})
     try:
         client.get_stack(STACK)

@@ -28,6 +28,20 @@ def stack(mbad_home):
     return client
 
 
+@pytest.fixture(scope="module")
+def mlflow_server(stack, tmp_path_factory):
+    """A real `mlflow server` (SQLite, loopback) per test module; MLflow and the stack use it meanwhile."""
+    from tests.integration.registry import MlflowServer, registry_served_by
+
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow-server"))
+    server.start()
+    try:
+        with registry_served_by(server):
+            yield server
+    finally:
+        server.stop()
+
+
 def write_run_config(path: Path, tiny_model_dir: Path, **config_overrides) -> Path:
     """A ZenML run config for detox_training on the tiny model and a few prompts."""
     config = {

@@ -1,0 +1,50 @@
+"""Champion/challenger promotion. Dynamic (ZenML 0.98): re-evaluation runs only when needed."""
+
+from zenml import pipeline
+
+from mbad.promotion import PromoteConfig, PromotionPlan
+from steps.data import load_data, validate_data
+from steps.evaluation import evaluate_knowledge, generate, score_toxicity
+from steps.judge import train_judge
+from steps.promotion import fetch_registered_adapter, find_candidates, gate, promote, training_outputs
+
+
+@pipeline(dynamic=True)
+def promote_model(config: PromoteConfig = PromoteConfig()) -> None:
+    """Gate the challenger (newest version, or `config.challenger_version`) against the base
+    model and the `champion`; on pass move `champion`/`previous` and the ZenML stage."""
+    gate_and_promote(config)
+
+
+def gate_and_promote(config: PromoteConfig, registered_by_this_run: bool = False, evaluated: dict | None = None) -> None:
+    """Plan, re-evaluate what is not comparable, decide, promote. `evaluated` passes outputs the
+    calling pipeline already has (validated pairs, classifier, base scores and knowledge)."""
+    plan = find_candidates(config=config, registered_by_this_run=registered_by_this_run).load()
+    outputs = reevaluate(plan, evaluated or {}) if plan.reevaluate and not plan.blocking else {}
+    decision = gate(plan=plan, config=config, **outputs)
+    promote(decision=decision, config=config)
+
+
+def reevaluate(plan: PromotionPlan, evaluated: dict) -> dict:
+    """The training pipeline's evaluation steps, for each role the plan names, on the challenger's
+    evaluation set: its own validated pairs and judge when its data is unchanged."""
+    setting = plan.evaluation
+    if "validated" not in evaluated and "challenger" not in plan.reevaluate:
+        evaluated.update(training_outputs(plan.challenger.tags.get("zenml_run")))
+    if "validated" not in evaluated:  # the data changed (or its run is gone): rebuild the evaluation set
+        pairs = load_data(config=setting.data, data_hash=plan.data_hash)
+        evaluated["validated"], _ = validate_data(pairs=pairs, config=setting.data)
+        evaluated["classifier"], _ = train_judge(pairs=evaluated["validated"], config=setting.judge)
+    outputs = {key: evaluated[key] for key in ("base_scores", "base_knowledge") if key in evaluated}
+    for role in plan.reevaluate:
+        if f"{role}_scores" in outputs:
+            continue
+        candidate = plan.champion if role == "champion" else plan.challenger
+        adapter = None if role == "base" else fetch_registered_adapter(
+            model_name=plan.model_name, version=candidate.version, source=candidate.source, id=f"fetch_{role}")
+        evaluation = {"pairs": evaluated["validated"], "model": plan.model_for(role),
+                      "target_languages": setting.target_languages, "adapter": adapter}
+        completions = generate(**evaluation, generation=setting.generation, id=f"generate_{role}")
+        outputs[f"{role}_scores"] = score_toxicity(completions, evaluated["classifier"], setting.judge, id=f"score_{role}")
+        outputs[f"{role}_knowledge"] = evaluate_knowledge(**evaluation, knowledge=setting.knowledge, id=f"knowledge_{role}")
+    return outputs

@@ -1,0 +1,121 @@
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import pandas as pd
+from mlflow import MlflowClient
+from zenml import ArtifactConfig, get_step_context, log_metadata, step
+from zenml.client import Client
+from zenml.enums import ArtifactType, ModelStages
+from zenml.logger import get_logger
+
+from mbad.aliases import describe, move_aliases
+from mbad.promotion import (
+    GateDecision,
+    PromoteConfig,
+    PromotionPlan,
+    decide,
+    decision_tags,
+    measured_metrics,
+    plan_promotion,
+    promotion_target,
+    set_version_tags,
+)
+from mbad.registry import download_adapter
+from mbad.training import AdapterDirectory
+from steps._stack import mlflow_uri
+
+logger = get_logger(__name__)
+
+
+@step(enable_cache=False)
+def find_candidates(config: PromoteConfig, registered_by_this_run: bool = False) -> Annotated[PromotionPlan, "promotion_plan"]:
+    """The challenger, the champion, and what must be re-evaluated to compare them on one set."""
+    run_name = get_step_context().pipeline_run.name if registered_by_this_run else None
+    plan = plan_promotion(MlflowClient(mlflow_uri()), config, registered_by_run=run_name)
+    for line in [f"challenger v{plan.challenger.version}, champion {describe(plan.aliases)}", *plan.notes, *plan.blocking]:
+        logger.info(line)
+    log_metadata(metadata={"challenger": plan.challenger.version, "aliases": str(plan.aliases), "reevaluate": plan.reevaluate})
+    return plan
+
+
+@step
+def fetch_registered_adapter(
+    model_name: str, version: str, source: str
+) -> Annotated[AdapterDirectory, ArtifactConfig(name="registered_adapter", artifact_type=ArtifactType.MODEL)]:
+    """The LoRA adapter of a registered version. Cached: a version's artifacts never change, and
+    `source` (where MLflow stored them, unique) keeps another registry's v3 out of the cache."""
+    destination = Path(tempfile.mkdtemp(prefix="mbad-registered-"))
+    return AdapterDirectory(str(download_adapter(model_name, version, destination, mlflow_uri())))
+
+
+@step(enable_cache=False)
+def gate(
+    plan: PromotionPlan,
+    config: PromoteConfig,
+    base_scores: pd.DataFrame | None = None,
+    base_knowledge: dict[str, dict[str, float]] | None = None,
+    challenger_scores: pd.DataFrame | None = None,
+    challenger_knowledge: dict[str, dict[str, float]] | None = None,
+    champion_scores: pd.DataFrame | None = None,
+    champion_knowledge: dict[str, dict[str, float]] | None = None,
+) -> Annotated[GateDecision, "gate_decision"]:
+    """Thresholds vs the base model and the champion; the decision is tagged on the challenger."""
+    evaluated = {"challenger": (challenger_scores, challenger_knowledge), "champion": (champion_scores, champion_knowledge)}
+    threshold = plan.evaluation.judge.threshold if plan.evaluation else 0.5
+    measured = {role: measured_metrics(scores, knowledge, threshold, base_scores, base_knowledge)
+                for role, (scores, knowledge) in evaluated.items() if scores is not None}
+    decision = decide(plan, config.gate, measured)
+    set_version_tags(MlflowClient(mlflow_uri()), plan.model_name, decision.challenger, decision_tags(decision))
+    verdict = "passes the gate" if decision.passed else "is rejected: " + "; ".join(decision.reasons)
+    logger.info("%s v%s %s", plan.model_name, decision.challenger, verdict)
+    log_metadata(metadata={"passed": decision.passed, "reasons": decision.reasons, "metrics": decision.metrics})
+    return decision
+
+
+@step(enable_cache=False)
+def promote(decision: GateDecision, config: PromoteConfig) -> Annotated[dict[str, str | None], "aliases"]:
+    """On pass: `champion` -> challenger, `previous` -> old champion, ZenML stage production."""
+    if not decision.passed:
+        logger.info("aliases unchanged: %s", describe(decision.aliases))
+        return decision.aliases
+    client, name = MlflowClient(mlflow_uri()), decision.model_name
+    target = promotion_target(decision)
+
+    def record() -> None:  # under the registry lock, once the aliases are verified
+        promoted = {"promotion.replaced": decision.champion or "", "promoted_at": datetime.now(UTC).isoformat(timespec="seconds")}
+        set_version_tags(client, name, decision.challenger, promoted)
+        set_production_stage(client.get_model_version(name, decision.challenger).tags)
+
+    move_aliases(client, name, decision.aliases, target, config.aliases, on_moved=record)
+    logger.info("%s: %s (was %s)", name, describe(target), describe(decision.aliases))
+    log_metadata(metadata={"aliases": str(target)})
+    return target
+
+
+def set_production_stage(version_tags: dict[str, str]) -> None:
+    """Move the ZenML Model version that registered this MLflow version to `production`."""
+    run_name, model_version = version_tags.get("zenml_run"), None
+    try:
+        if run_name:
+            run = Client().get_pipeline_run(run_name, allow_name_prefix_match=False)
+            # detox_training sets the Model on the pipeline, retrain_new_languages on its report step.
+            model_version = run.model_version or (run.steps["report"].model_version if "report" in run.steps else None)
+    except KeyError:  # registered from another ZenML store, or by hand
+        pass
+    if model_version is None:
+        logger.warning("no ZenML Model version to move to production (zenml_run tag: %r)", run_name)
+        return
+    model_version.set_stage(ModelStages.PRODUCTION, force=True)
+
+
+def training_outputs(run_name: str | None) -> dict:
+    """The validated pairs and the judge a version was evaluated with, from the ZenML run that
+    registered it (the very same artifacts: the same evaluation set), or {} when unknown."""
+    try:
+        steps = Client().get_pipeline_run(run_name, allow_name_prefix_match=False).steps if run_name else {}
+        return {"validated": steps["validate_data"].outputs["validated_pairs"][0],
+                "classifier": steps["train_judge"].outputs["toxicity_classifier"][0]}
+    except KeyError:
+        return {}

@@ -1,0 +1,205 @@
+"""promote_model and rollback against a real `mlflow server` (SQLite) that the tests start and stop:
+the registry, the aliases, the tags, the ZenML stage, and MLflow going away midway."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+
+from mbad.aliases import (
+    AliasConflictError,
+    AliasMoveConfig,
+    AliasMoveError,
+    RegistryUnavailableError,
+    lock_name,
+    move_aliases,
+    read_aliases,
+)
+from tests.conftest import SHARED_DATA
+from tests.integration.conftest import run_detox_training, write_run_config
+from tests.integration.registry import LENIENT, MODEL, REPO_ROOT, STRICT, run_promotion, set_aliases
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def versions(mlflow_server, stack, tiny_model_dir, tmp_path_factory) -> dict[str, str]:
+    """Three versions: `en` and `ru` (trained on en / ru) on one evaluation set, `en_ru` on fewer languages."""
+    data = tmp_path_factory.mktemp("promotion-data") / "data"
+    shutil.copytree(SHARED_DATA, data)
+    configs = tmp_path_factory.mktemp("promotion-configs")
+    settings = {"en": {}, "ru": {"train": {"source_languages": ["ru"]}}, "en_ru": {"target_languages": ["en", "ru"]}}
+    registered = {}
+    for label, overrides in settings.items():
+        config = write_run_config(configs / f"{label}.yaml", tiny_model_dir, data={"data_dir": str(data)}, **overrides)
+        run = stack.get_pipeline_run(run_detox_training(config).id)
+        registered[label] = str(run.steps["report"].run_metadata["mlflow_model_version"])
+    return registered
+
+
+def rollback_script(server, *args: str) -> subprocess.CompletedProcess:
+    """`make rollback` (`--recover` too), in its own process, as a user runs it."""
+    return subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "rollback.py"), *args], check=True,
+                          env={**os.environ, "MLFLOW_TRACKING_URI": server.uri}, capture_output=True, text=True)
+
+
+def zenml_stage(stack, client: MlflowClient, version: str) -> str | None:
+    run = stack.get_pipeline_run(client.get_model_version(MODEL, version).tags["zenml_run"])
+    return run.model_version.stage
+
+
+def test_first_promotion_passes_and_the_champion_generates(mlflow_server, versions, stack, tmp_path):
+    client = set_aliases(mlflow_server, champion=None)
+    run = run_promotion(stack, tmp_path, challenger_version=versions["en"], gate=LENIENT)
+
+    assert run.status.value == "completed"
+    assert read_aliases(client, MODEL) == {"champion": versions["en"], "previous": None}
+    tags = client.get_model_version(MODEL, versions["en"]).tags
+    assert tags["validation_status"] == "approved" and tags["gate.champion"] == "none"
+    assert json.loads(tags["gate.thresholds"])["min_toxicity_reduction_pct"] == LENIENT["min_toxicity_reduction_pct"]
+    assert set(json.loads(tags["gate.metrics"])["challenger"]) >= {"toxicity_change_pct/en", "perplexity_change_pct/zh"}
+    assert "generate_base" not in run.steps  # nothing to re-evaluate without a champion
+    assert zenml_stage(stack, client, versions["en"]) == "production"
+
+    mlflow.set_tracking_uri(mlflow_server.uri)  # `models:/` URIs resolve against the global one
+    try:
+        completions = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion").predict(["Complete the sentence: you are"])
+    finally:
+        mlflow.set_tracking_uri(None)
+    assert len(completions) == 1 and isinstance(completions[0], str)
+
+
+def test_promotion_over_the_champion_on_the_same_evaluation_set(mlflow_server, versions, stack, tmp_path):
+    client = set_aliases(mlflow_server, champion=versions["en"])
+    run = run_promotion(stack, tmp_path, challenger_version=versions["ru"], gate=LENIENT)
+
+    assert read_aliases(client, MODEL) == {"champion": versions["ru"], "previous": versions["en"]}
+    tags = client.get_model_version(MODEL, versions["ru"]).tags
+    assert tags["validation_status"] == "approved"
+    assert tags["gate.champion"] == f"v{versions['en']}" and tags["gate.reevaluated"] == "none"  # compared by tags
+    assert tags["promotion.replaced"] == versions["en"]
+    decision = run.steps["gate"].outputs["gate_decision"][0].load()
+    assert {check.language for check in decision.checks if check.name == "toxicity_vs_champion"} == {"en", "ru", "zh"}
+    assert zenml_stage(stack, client, versions["ru"]) == "production"
+
+
+def test_rejected_after_reevaluating_the_champion_on_the_challengers_set(mlflow_server, versions, stack, tmp_path):
+    client = set_aliases(mlflow_server, champion=versions["ru"], previous=versions["en"])
+    run = run_promotion(stack, tmp_path, gate=STRICT)  # the newest version: en_ru, on fewer languages
+
+    assert run.status.value == "completed"
+    assert read_aliases(client, MODEL) == {"champion": versions["ru"], "previous": versions["en"]}
+    tags = client.get_model_version(MODEL, versions["en_ru"]).tags
+    assert tags["validation_status"] == "rejected"
+    assert "en: toxicity changed by" in tags["gate.reasons"]
+    assert "must fall by at least 1000.0%" in tags["gate.reasons"]
+    # The champion was evaluated on en,ru,zh: it is re-evaluated on en,ru with the training pipeline's
+    # evaluation steps, on the challenger's own validated pairs and judge (no new data, no new judge).
+    assert tags["gate.reevaluated"] == "champion"
+    champion_metrics = json.loads(tags["gate.metrics"])["champion"]
+    assert set(champion_metrics) == {f"{name}/{lang}" for name in ("toxicity_mean", "perplexity") for lang in ("en", "ru")}
+    statuses = {name: step.status.value for name, step in run.steps.items()}
+    assert statuses["fetch_champion"] == statuses["generate_champion"] == statuses["knowledge_champion"] == "completed"
+    assert not {"load_data", "train_judge", "generate_base"} & set(statuses)
+    challenger_run = stack.get_pipeline_run(tags["zenml_run"])
+    judge = challenger_run.steps["train_judge"].outputs["toxicity_classifier"][0]
+    assert run.steps["score_champion"].inputs["classifier"][0].id == judge.id
+    assert "promotion.replaced" not in tags
+
+
+def test_rollback_moves_champion_back_to_previous(mlflow_server, versions, stack):
+    client = set_aliases(mlflow_server, champion=versions["ru"], previous=versions["en"])
+    rollback_script(mlflow_server)
+
+    assert read_aliases(client, MODEL) == {"champion": versions["en"], "previous": None}  # en had replaced nothing
+    assert client.get_model_version(MODEL, versions["ru"]).tags["validation_status"] == "rolled_back"
+    assert zenml_stage(stack, client, versions["en"]) == "production"
+    with pytest.raises(subprocess.CalledProcessError) as refused:  # no previous left to go back to
+        rollback_script(mlflow_server)
+    assert "has no `previous` alias: there is nothing to roll back to" in refused.value.stderr
+
+
+def test_promotion_fails_clearly_while_mlflow_is_down(mlflow_server, versions, stack, tmp_path):
+    client = set_aliases(mlflow_server, champion=versions["en"])
+    mlflow_server.stop()
+    try:
+        with pytest.raises(RegistryUnavailableError, match=f"cannot read the versions of '{MODEL}' \\(MLflow at {mlflow_server.uri}\\)"):
+            run_promotion(stack, tmp_path, challenger_version=versions["ru"], gate=LENIENT)
+    finally:
+        mlflow_server.start()
+    failed = stack.get_pipeline("promote_model").last_run.steps["find_candidates"]
+    assert failed.status.value == "failed"
+    assert "Connection refused" in failed.exception_info.traceback
+    assert read_aliases(client, MODEL) == {"champion": versions["en"], "previous": None}
+
+
+def test_mlflow_killed_between_alias_writes_leaves_the_aliases_as_before(mlflow_server, versions):
+    client = set_aliases(mlflow_server, champion=versions["en"])
+    restarted = threading.Thread(target=mlflow_server.start)
+
+    def kill_after_first_write(alias: str) -> None:
+        if alias == "previous":
+            mlflow_server.stop()
+            restarted.start()  # back while the move is still restoring
+
+    patient = AliasMoveConfig(restore_attempts=120, restore_wait_s=2)
+    restored = r"(?s)failed while setting champion: .*restored to champion=v\d+, previous=\(none\)"
+    with pytest.raises(AliasMoveError, match=restored):
+        move_aliases(client, MODEL, {"champion": versions["en"]}, {"champion": versions["ru"], "previous": versions["en"]},
+                     patient, after_write=kill_after_first_write)
+    restarted.join()
+    assert read_aliases(client, MODEL) == {"champion": versions["en"], "previous": None}
+    assert not client.search_registered_models(f"name='{lock_name(MODEL)}'")
+
+
+def test_a_move_mlflow_never_came_back_for_is_recovered(mlflow_server, versions):
+    client = set_aliases(mlflow_server, champion=versions["en"])
+    impatient = AliasMoveConfig(restore_attempts=1, restore_wait_s=0)
+    try:
+        with pytest.raises(AliasMoveError, match="(?s)may be half-updated.*scripts/rollback.py --recover") as failure:
+            move_aliases(client, MODEL, {"champion": versions["en"]}, {"champion": versions["ru"], "previous": versions["en"]},
+                         impatient, after_write=lambda alias: mlflow_server.stop() if alias == "previous" else None)
+        assert not failure.value.restored
+    finally:
+        mlflow_server.start()
+    assert read_aliases(client, MODEL) == {"champion": versions["en"], "previous": versions["en"]}  # half-updated
+    assert "restored champion=v" in rollback_script(mlflow_server, "--recover").stdout
+    assert read_aliases(client, MODEL) == {"champion": versions["en"], "previous": None}
+    assert not client.search_registered_models(f"name='{lock_name(MODEL)}'")
+
+
+def test_two_promotions_at_once_leave_one_winner(mlflow_server, versions):
+    client = set_aliases(mlflow_server, champion=versions["en"])
+    start = threading.Barrier(2)
+    outcomes: dict[str, str] = {}
+
+    def promote(challenger: str) -> None:
+        own_client = MlflowClient(mlflow_server.uri)
+        start.wait()
+        try:  # both compared their challenger with champion `en`
+            move_aliases(own_client, MODEL, {"champion": versions["en"]}, {"champion": challenger, "previous": versions["en"]},
+                         AliasMoveConfig(poll_s=0.1), after_write=lambda alias: time.sleep(0.5))  # hold the lock a while
+            outcomes[challenger] = "promoted"
+        except AliasConflictError as error:
+            outcomes[challenger] = str(error)
+
+    threads = [threading.Thread(target=promote, args=(versions[label],)) for label in ("ru", "en_ru")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    winners = [challenger for challenger, outcome in outcomes.items() if outcome == "promoted"]
+    assert len(winners) == 1, outcomes
+    loser = next(outcome for outcome in outcomes.values() if outcome != "promoted")
+    assert "changed since the decision was taken" in loser
+    assert read_aliases(client, MODEL) == {"champion": winners[0], "previous": versions["en"]}
+    assert not client.search_registered_models(f"name='{lock_name(MODEL)}'")

@@ -1,0 +1,220 @@
+"""The gate, the alias moves and the language diff, on a real (SQLite) MLflow registry."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from mbad.aliases import AliasConflictError, AliasMoveConfig, AliasMoveError, lock_name, move_aliases, read_aliases, recover
+from mbad.config import PAPER_LANGUAGES, DataConfig, DetoxConfig
+from mbad.data import fingerprint
+from mbad.promotion import (
+    Candidate,
+    GateConfig,
+    PromoteConfig,
+    PromotionPlan,
+    decide,
+    decision_tags,
+    evaluation_key,
+    plan_promotion,
+    rollback_target,
+)
+from mbad.registry import version_tags
+from mbad.retraining import RetrainConfig, plan_retraining
+
+FAST = AliasMoveConfig(lock_wait_s=5, restore_attempts=2, restore_wait_s=0, poll_s=0.05)
+GATE = GateConfig(min_toxicity_reduction_pct=10, max_perplexity_increase_pct=10,
+                  champion_toxicity_tolerance=0.02, champion_perplexity_tolerance_pct=5)
+
+
+def metrics(toxicity: dict[str, tuple[float, float]], perplexity: dict[str, tuple[float, float]]) -> dict[str, float]:
+    """Metric names as the report step writes them, from (base, tuned) pairs per language."""
+    values = {}
+    for lang, (base, tuned) in toxicity.items():
+        values |= {f"toxicity_mean_base/{lang}": base, f"toxicity_mean/{lang}": tuned,
+                   f"toxicity_change_pct/{lang}": (tuned - base) / base * 100}
+    for lang, (base, tuned) in perplexity.items():
+        values |= {f"perplexity_base/{lang}": base, f"perplexity/{lang}": tuned,
+                   f"perplexity_change_pct/{lang}": (tuned - base) / base * 100}
+    return values
+
+
+def tags(languages: list[str], values: dict[str, float], data_hash: str = "h1", data_dir: str | None = None, **setting) -> dict[str, str]:
+    config = DetoxConfig(target_languages=languages, data=DataConfig(data_dir=data_dir), **setting)
+    return version_tags(["en"], languages, data_hash, config.model_dump(), values)
+
+
+def plan(challenger: dict[str, str], champion: dict[str, str] | None = None) -> PromotionPlan:
+    setting = DetoxConfig(**json.loads(challenger["config"]))
+    return PromotionPlan(
+        model_name="m", challenger=Candidate(version="2", source="s2", tags=challenger),
+        champion=Candidate(version="1", source="s1", tags=champion) if champion else None,
+        aliases={"champion": "1" if champion else None, "previous": None}, evaluation=setting, data_hash="h1",
+    )
+
+
+GOOD = metrics({"en": (0.6, 0.3), "ru": (0.5, 0.4)}, {"en": (20.0, 21.0), "ru": (30.0, 31.0)})
+
+
+def test_gate_passes_when_toxicity_falls_and_perplexity_holds():
+    decision = decide(plan(tags(["en", "ru"], GOOD)), GATE, {})
+    assert decision.passed and decision.reasons == []
+    assert {(check.name, check.language) for check in decision.checks} == {
+        ("toxicity_change_pct", "en"), ("toxicity_change_pct", "ru"), ("perplexity_change_pct", "en"), ("perplexity_change_pct", "ru")}
+    assert decision.metrics["challenger"]["toxicity_mean/en"] == pytest.approx(0.3)
+    recorded = decision_tags(decision)
+    assert recorded["validation_status"] == "approved" and json.loads(recorded["gate.thresholds"]) == GATE.model_dump()
+
+
+def test_gate_rejects_and_names_each_failing_language():
+    values = metrics({"en": (0.6, 0.3), "ru": (0.5, 0.48)}, {"en": (20.0, 25.0), "ru": (30.0, 31.0)})
+    decision = decide(plan(tags(["en", "ru"], values)), GATE, {})
+    assert not decision.passed
+    assert len(decision.reasons) == 2
+    assert any(reason.startswith("ru: toxicity changed by -4.0%") and "at least 10.0%" in reason for reason in decision.reasons)
+    assert any(reason.startswith("en: perplexity changed by +25.0%") for reason in decision.reasons)
+    recorded = decision_tags(decision)
+    assert recorded["validation_status"] == "rejected" and "ru: toxicity" in recorded["gate.reasons"]
+
+
+def test_mean_rule_passes_where_one_language_alone_would_fail():
+    values = metrics({"en": (0.6, 0.3), "ru": (0.5, 0.48)}, {"en": (20.0, 21.0), "ru": (30.0, 31.0)})
+    assert not decide(plan(tags(["en", "ru"], values)), GATE, {}).passed
+    decision = decide(plan(tags(["en", "ru"], values)), GATE.model_copy(update={"aggregate": "mean"}), {})
+    assert decision.passed, decision.reasons
+    assert {check.language for check in decision.checks} == {"mean"}
+
+
+def test_challenger_worse_than_champion_beyond_tolerance_is_rejected():
+    champion = tags(["en", "ru"], metrics({"en": (0.6, 0.3), "ru": (0.5, 0.3)}, {"en": (20.0, 21.0), "ru": (30.0, 31.0)}))
+    decision = decide(plan(tags(["en", "ru"], GOOD), champion), GATE, {})
+    assert not decision.passed
+    assert decision.reasons == ["ru: mean toxicity 0.4 vs the champion's 0.3; it may be higher by at most 0.02"]
+    assert decision.metrics["champion"]["toxicity_mean/ru"] == pytest.approx(0.3)
+
+
+def test_reevaluated_numbers_replace_the_tags_and_missing_ones_fail():
+    champion = tags(["en"], metrics({"en": (0.6, 0.1)}, {"en": (20.0, 20.0)}))
+    remeasured = {"champion": metrics({"en": (0.6, 0.35), "ru": (0.5, 0.45)}, {"en": (20.0, 20.0), "ru": (30.0, 30.0)})}
+    assert decide(plan(tags(["en", "ru"], GOOD), champion), GATE, remeasured).passed
+    decision = decide(plan(tags(["en", "ru"], GOOD), champion), GATE, {})  # compared blindly: ru missing
+    assert "ru: no perplexity_vs_champion on this evaluation set (needs re-evaluation)" in decision.reasons
+
+
+def test_evaluation_key_says_which_numbers_are_comparable():
+    base = tags(["en", "ru"], GOOD)
+    assert evaluation_key(base) == evaluation_key(version_tags(["ru"], ["ru", "en"], "h1", json.loads(base["config"]), {}))
+    assert evaluation_key(base) != evaluation_key(tags(["en", "ru", "am"], GOOD))
+    assert evaluation_key(base) != evaluation_key(tags(["en", "ru"], GOOD, data_hash="h2"))
+    assert evaluation_key(base) != evaluation_key(tags(["en", "ru"], GOOD, generation={"max_new_tokens": 7}))
+    assert evaluation_key({"data_hash": "h1"}) is None
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> MlflowClient:
+    return MlflowClient(f"sqlite:///{tmp_path / 'registry.db'}")
+
+
+def register(client: MlflowClient, tmp_path: Path, version_tags_list: list[dict[str, str]], name: str = "m") -> list[str]:
+    client.create_registered_model(name)
+    return [str(client.create_model_version(name, source=str(tmp_path), tags=t).version) for t in version_tags_list]
+
+
+def test_plan_reevaluates_a_champion_evaluated_on_other_languages_or_data(client, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "en_test_toxic.csv").write_text("x\n")
+    current = fingerprint(str(data))
+    v1, v2, v3 = register(client, tmp_path, [
+        tags(["en"], GOOD, data_hash="old", data_dir=str(data)),
+        tags(["en", "ru"], GOOD, data_hash=current, data_dir=str(data)),
+        tags(["en", "ru"], GOOD, data_hash="old", data_dir=str(data)),
+    ])
+    client.set_registered_model_alias("m", "champion", v1)
+    fresh = plan_promotion(client, PromoteConfig(model_name="m", challenger_version=v2))
+    assert fresh.reevaluate == ["champion"] and fresh.data_hash == current
+    stale = plan_promotion(client, PromoteConfig(model_name="m", challenger_version=v3))
+    assert stale.reevaluate == ["base", "challenger", "champion"]
+    assert plan_promotion(client, PromoteConfig(model_name="m")).challenger.version == v3  # the newest
+    with pytest.raises(ValueError, match="already the champion"):
+        plan_promotion(client, PromoteConfig(model_name="m", challenger_version=v1))
+
+
+def test_plan_blocks_a_version_whose_evaluation_cannot_be_rebuilt(client, tmp_path):
+    unreadable = tags(["en"], GOOD) | {"config": "{truncated"}
+    (v1,) = register(client, tmp_path, [unreadable])
+    blocked = plan_promotion(client, PromoteConfig(model_name="m"))
+    assert blocked.reevaluate == [] and "needs re-evaluation" in blocked.blocking[0]
+    assert not decide(blocked, GATE, {}).passed
+
+
+def test_alias_move_refuses_when_the_champion_changed_meanwhile(client, tmp_path):
+    v1, v2, v3 = register(client, tmp_path, [{}, {}, {}])
+    client.set_registered_model_alias("m", "champion", v2)  # someone promoted v2 since we read v1
+    with pytest.raises(AliasConflictError, match="changed since the decision"):
+        move_aliases(client, "m", {"champion": v1}, {"champion": v3, "previous": v1}, FAST)
+    assert read_aliases(client, "m") == {"champion": v2, "previous": None}
+    assert not client.search_registered_models(f"name='{lock_name('m')}'")
+
+
+def test_a_failure_after_writing_restores_the_aliases(client, tmp_path):
+    v1, v2 = register(client, tmp_path, [{}, {}])
+    client.set_registered_model_alias("m", "champion", v1)
+
+    def stage_update_fails() -> None:
+        raise RuntimeError("ZenML is down")
+
+    with pytest.raises(AliasMoveError, match="ZenML is down.*restored to champion=v1, previous=\\(none\\)") as failure:
+        move_aliases(client, "m", {"champion": v1}, {"champion": v2, "previous": v1}, FAST, on_moved=stage_update_fails)
+    assert failure.value.restored
+    assert read_aliases(client, "m") == {"champion": v1, "previous": None}
+    assert not client.search_registered_models(f"name='{lock_name('m')}'")
+
+
+def test_a_stale_lock_is_recovered_from_its_journal(client, tmp_path):
+    v1, v2, v3 = register(client, tmp_path, [{}, {}, {}])
+    # A writer died halfway through v1 -> v2: `previous` written, `champion` not yet.
+    client.set_registered_model_alias("m", "previous", v1)
+    client.set_registered_model_alias("m", "champion", v1)
+    journal = {"before": json.dumps({"champion": v1, "previous": None}), "after": json.dumps({"champion": v2, "previous": v1})}
+    client.create_registered_model(lock_name("m"), tags={"owner": "dead", "acquired_at": str(time.time()), **journal})
+    with pytest.raises(AliasConflictError, match="held the lock"):  # fresh: presumably still running
+        move_aliases(client, "m", {"champion": v1, "previous": v1}, {"champion": v3}, FAST.model_copy(update={"lock_wait_s": 0.2}))
+    assert recover(client, "m", FAST) is None  # not stale yet
+    assert "restored champion=v1, previous=(none)" in recover(client, "m", FAST, force=True)
+    assert read_aliases(client, "m") == {"champion": v1, "previous": None}
+    move_aliases(client, "m", {"champion": v1}, {"champion": v3, "previous": v1}, FAST)
+    assert read_aliases(client, "m") == {"champion": v3, "previous": v1}
+
+
+def test_rollback_target_walks_back_the_promotion_chain(client, tmp_path):
+    v1, v2, v3 = register(client, tmp_path, [{}, {"promotion.replaced": "1"}, {"promotion.replaced": "2"}])
+    assert rollback_target(client, "m", {"champion": v3, "previous": v2}) == {"champion": v2, "previous": v1}
+    assert rollback_target(client, "m", {"champion": v2, "previous": v1}) == {"champion": v1, "previous": None}
+    with pytest.raises(ValueError, match="nothing to roll back to"):
+        rollback_target(client, "m", {"champion": v1, "previous": None})
+
+
+def test_new_languages_are_those_the_champion_was_not_evaluated_on(client, tmp_path):
+    old = [lang for lang in PAPER_LANGUAGES if lang != "am"]
+    config = RetrainConfig(detox=DetoxConfig(registry={"model_name": "m"}), promotion={"model_name": "m"})
+    first = plan_retraining(client, PAPER_LANGUAGES, config)  # nothing registered: everything is new
+    assert first.champion is None and first.new_languages == sorted(PAPER_LANGUAGES)
+    (v1,) = register(client, tmp_path, [tags(old, {})])
+    client.set_registered_model_alias("m", "champion", v1)
+    plan_new = plan_retraining(client, PAPER_LANGUAGES, config)
+    assert plan_new.new_languages == ["am"] and "new language(s) am" in plan_new.message
+    assert plan_new.training.train.source_languages == sorted(PAPER_LANGUAGES) == plan_new.training.target_languages
+    chosen = plan_retraining(client, PAPER_LANGUAGES, config.model_copy(update={"train_on": "configured_sources"}))
+    assert chosen.training.train.source_languages == ["en"]
+    nothing = plan_retraining(client, old, config)
+    assert nothing.new_languages == [] and nothing.training is None and nothing.message.startswith("nothing new")
+
+
+def test_retrain_config_refuses_two_model_names():
+    with pytest.raises(ValueError, match="must equal detox.registry.model_name"):
+        RetrainConfig(promotion={"model_name": "other"})
