@@ -8,6 +8,7 @@ from __future__ import annotations
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
+from transformers import LogitsProcessor, LogitsProcessorList
 
 from mbad.config import GenerationConfig
 from mbad.models import LoadedModel
@@ -15,6 +16,35 @@ from mbad.models import LoadedModel
 
 def build_prompts(toxic_texts: list[str], template: str) -> list[str]:
     return [template.format(toxic=text) for text in toxic_texts]
+
+
+class TopKTopPSampler(LogitsProcessor):
+    """Temperature, top-k, then top-p over the k survivors only, and the draw itself.
+
+    `transformers`' own top-p sorts the whole vocabulary at every step (262k entries for
+    Gemma) and its sampler draws over it again; here only `top_k` candidates are sorted and
+    drawn from. The result is a row that is -inf except at the drawn token, so `generate`
+    runs greedily (argmax) on top of it. Same distribution as HF's TopK -> TopP warpers.
+    """
+
+    def __init__(self, temperature: float, top_k: int, top_p: float):
+        self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
+
+    def candidates(self, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(token ids, unnormalised probabilities) of the tokens that may be drawn, per row."""
+        k = scores.shape[-1] if self.top_k <= 0 else min(self.top_k, scores.shape[-1])
+        top_scores, top_ids = scores.topk(k, dim=-1)  # sorted, largest first
+        probs = torch.softmax(top_scores.float() / self.temperature, dim=-1)
+        if self.top_p < 1.0:
+            # Drop a candidate once the candidates before it already hold `top_p` of the mass.
+            mass_before = probs.cumsum(dim=-1) - probs
+            probs = probs.masked_fill(mass_before >= self.top_p, 0.0)
+        return top_ids, probs
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        top_ids, probs = self.candidates(scores)
+        drawn = top_ids.gather(-1, torch.multinomial(probs, num_samples=1))
+        return torch.full_like(scores, -float("inf")).scatter_(-1, drawn, 0.0)
 
 
 @torch.inference_mode()
@@ -33,18 +63,20 @@ def generate_completions(
     completions: list[list[str]] = [[] for _ in prompts]
     torch.manual_seed(config.seed)
     sampling = config.temperature > 0
+    processors = LogitsProcessorList(
+        [TopKTopPSampler(config.temperature, config.top_k, config.top_p)] if sampling else []
+    )
     with tqdm(total=len(prompts), desc=desc, unit="prompt", leave=False) as progress:
         for start in range(0, len(order), config.batch_size):
             batch_ids = order[start:start + config.batch_size]
-            batch = tokenizer.pad({"input_ids": [encoded[i] for i in batch_ids]}, return_tensors="pt").to(loaded.device)
+            # Each prompt repeated num_samples times, next to each other (as HF's num_return_sequences does).
+            rows = [encoded[i] for i in batch_ids for _ in range(config.num_samples)]
+            batch = tokenizer.pad({"input_ids": rows}, return_tensors="pt").to(loaded.device)
             output = model.generate(
                 **batch,
-                do_sample=sampling,
-                temperature=config.temperature if sampling else None,
-                top_p=config.top_p if sampling else None,
-                top_k=config.top_k if sampling else None,
+                do_sample=False,  # the sampler above draws; generate keeps its one finite token
+                logits_processor=processors,
                 max_new_tokens=config.max_new_tokens,
-                num_return_sequences=config.num_samples,
                 pad_token_id=tokenizer.pad_token_id,
             )
             # Decoder-only models echo the (padded) prompt: keep only the new tokens.

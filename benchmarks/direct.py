@@ -1,0 +1,113 @@
+"""The `detox_training` pipeline's work as plain `mbad` calls, step by step, with no ZenML.
+
+`zenml_overhead` times this against the pipeline itself on the same config: each function
+below does what the step of the same name does, minus ZenML's bookkeeping (artifacts,
+metadata, caching, step launching). Keep it in step with `pipelines/training.py`.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from PIL import Image
+
+from mbad.config import DetoxConfig, ModelConfig
+from mbad.data import fingerprint, load_pairs, resolve_source, select
+from mbad.generation import generate_for_targets
+from mbad.judges import make_judge
+from mbad.judges.classifier import auc_by_language, train_classifier
+from mbad.knowledge import run_probes
+from mbad.languages import LanguageRegistry
+from mbad.metrics import compare_models, toxicity_by_language
+from mbad.models import LoadedModel, load_base_model
+from mbad.registry import register_adapter, version_tags
+from mbad.report import metrics_for_mlflow, plot_comparison, render_html
+from mbad.tracking import ensure_experiments
+from mbad.training import checkpoint_key, load_adapter, train_lora_adapter
+from mbad.validation import DataValidationError, validate_pairs
+
+
+def _model_under_test(model: ModelConfig, adapter_dir: Path | None) -> LoadedModel:
+    loaded = load_base_model(model)  # one load per step, as in steps/evaluation.py
+    return load_adapter(loaded, adapter_dir) if adapter_dir else loaded
+
+
+def _scores(completions: pd.DataFrame, classifier, config: DetoxConfig) -> pd.DataFrame:
+    scored = completions.copy()
+    judge = make_judge(config.judge, classifier=classifier)
+    scored["score"] = judge.score(scored["completion"].tolist(), scored["lang"].tolist())
+    scored["judge"] = judge.name
+    return scored
+
+
+def run_quickstart_directly(config: DetoxConfig, home: Path, experiment: str = "bench-direct") -> dict[str, float]:
+    """Validate, judge, train, generate and score base and tuned, probe, log and register.
+
+    Returns the seconds spent in each of the pipeline's steps (their names)."""
+    seconds: dict[str, float] = {}
+
+    @contextmanager
+    def step(name: str):
+        started = time.perf_counter()
+        yield
+        seconds[name] = time.perf_counter() - started
+
+    with step("load_data"):
+        data_hash = fingerprint(resolve_source(config.data))
+        pairs = load_pairs(config.data)
+    with step("validate_data"):
+        validation = validate_pairs(pairs, LanguageRegistry.from_yaml(config.data.languages_file), config.data)
+        if not validation.success:
+            raise DataValidationError(validation.error_message())
+    with step("train_judge"):
+        classifier = train_classifier(select(pairs, "train"), config.judge.classifier)
+        judge_auc = auc_by_language(classifier, select(pairs, "test"))
+
+    ensure_experiments([experiment])  # artifacts under MBAD_HOME, not ./mlruns
+    mlflow.set_experiment(experiment)
+    with mlflow.start_run():
+        train = config.train
+        with step("train_adapter"):
+            neutral = select(pairs, "train", train.source_languages, train.fraction, train.max_examples_per_language, train.seed)
+            key = checkpoint_key(config.model, train, data_hash)
+            adapter_dir = home / "adapters" / key
+            summary = train_lora_adapter(neutral["neutral"].tolist(), config.model, train, adapter_dir, home / "checkpoints" / key)
+            mlflow.log_params({f"train.{name}": value for name, value in train.model_dump().items() if name != "lora"})
+            mlflow.log_params({f"lora.{name}": value for name, value in train.lora.model_dump().items()})
+            for index, loss in enumerate(summary.losses, start=1):
+                mlflow.log_metric("train_loss", loss, step=index)
+
+        prompts = select(pairs, "test", config.target_languages, max_per_language=config.generation.max_prompts_per_language)
+        scores, knowledge = {}, {}
+        for name, adapter in (("base", None), ("tuned", adapter_dir)):
+            with step(f"generate_{name}"):
+                completions = generate_for_targets(_model_under_test(config.model, adapter), prompts, config.generation)
+            with step(f"score_{name}"):
+                scores[name] = _scores(completions, classifier, config)
+            with step(f"knowledge_{name}"):
+                sentences = select(pairs, "test", config.target_languages)
+                knowledge[name] = run_probes(_model_under_test(config.model, adapter), sentences, config.knowledge)
+
+        with step("report"):
+            threshold, source = config.judge.threshold, "+".join(train.source_languages)
+            comparison = compare_models(
+                toxicity_by_language(scores["base"], threshold), toxicity_by_language(scores["tuned"], threshold),
+                knowledge["base"]["perplexity"], knowledge["tuned"]["perplexity"],
+            )
+            metrics = metrics_for_mlflow(comparison, judge_auc)
+            png = plot_comparison(comparison, source)
+            mlflow.log_params({"base_model": config.model.name_or_path, "judge": config.judge.backend, "data_hash": data_hash})
+            mlflow.log_metrics(metrics)
+            mlflow.log_table(comparison, artifact_file="detox_results.json")
+            mlflow.log_text(comparison.to_csv(index=False), "detox_results.csv")
+            mlflow.log_image(Image.open(io.BytesIO(png)), "toxicity_change.png")
+            mlflow.log_dict(config.model_dump(), "config.json")
+            tags = version_tags(train.source_languages, config.target_languages, data_hash, config.model_dump(), metrics)
+            register_adapter(adapter_dir, config.registry.model_name, tags, config.generation.model_dump())
+            render_html(comparison, png, "mbad: toxicity and perplexity, base vs fine-tuned", {"source": source})
+    return seconds

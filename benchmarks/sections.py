@@ -1,0 +1,272 @@
+"""The four measurements of `make bench`, each a function returning a plain dict for the JSON.
+
+Each compares two ways of doing the same work on the same machine in the same run, so that
+the ratio, not the absolute time, carries the result (shared machines are noisy).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+import torch
+
+from mbad.config import REPO_ROOT, DetoxConfig, GenerationConfig, ModelConfig, TrainConfig
+from mbad.generation import generate_completions
+from mbad.models import LoadedModel, load_base_model
+
+
+def machine_description() -> dict:
+    """What the figures were measured on; the load average says how busy the machine was."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    description = {
+        "cpu": cpu,
+        "logical_cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "load_average_1min": round(os.getloadavg()[0], 2),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(terse=True),
+    }
+    if torch.cuda.is_available():
+        description["gpu"] = f"{torch.cuda.device_count()} x {torch.cuda.get_device_name(0)}"
+    return description
+
+
+def describe_briefly(machine: dict) -> str:
+    gpu = f", {machine['gpu']}" if "gpu" in machine else ""
+    return (f"{machine['cpu']} ({machine['logical_cpus']} logical CPUs, {machine['memory_gb']} GB){gpu}, "
+            f"torch {machine['torch']}, load average {machine['load_average_1min']}")
+
+
+# --- generation ---------------------------------------------------------------------------
+
+
+def seed_loop_generate(loaded: LoadedModel, prompts: list[str], config: GenerationConfig) -> list[str]:
+    """What the paper's scripts did: one prompt at a time through `model.generate`, HF's sampler."""
+    tokenizer, completions = loaded.tokenizer, []
+    torch.manual_seed(config.seed)
+    for prompt in prompts:
+        ids = tokenizer(prompt, return_tensors="pt").to(loaded.device)
+        output = loaded.model.generate(
+            **ids, do_sample=True, temperature=config.temperature, top_p=config.top_p, top_k=config.top_k,
+            max_new_tokens=config.max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+        )
+        completions.append(tokenizer.decode(output[0, ids["input_ids"].shape[1]:], skip_special_tokens=True))
+    return completions
+
+
+def length_stratified(prompts: list[str], loaded: LoadedModel, count: int | None) -> list[str]:
+    """`count` of the prompts, evenly spaced in token length (all of them when None)."""
+    if count is None or count >= len(prompts):
+        return prompts
+    by_length = sorted(prompts, key=lambda prompt: len(loaded.tokenizer(prompt)["input_ids"]))
+    return [by_length[round(i * (len(prompts) - 1) / max(1, count - 1))] for i in range(count)]
+
+
+def measure_generation(loaded: LoadedModel, prompts: list[str], config: GenerationConfig, loop_prompts: int | None) -> dict:
+    """Our batched generator vs the seed loop: same prompts, new tokens and sampling settings.
+
+    Tokens are counted as prompts x max_new_tokens on both sides. The loop stops a prompt at
+    its end-of-sequence token while a batch runs until its last prompt ends, so an early end
+    only ever favours the loop. The loop's cost per prompt does not depend on the other
+    prompts: with `loop_prompts` it runs on that many of them, evenly spaced in length.
+    """
+    generate_completions(loaded, prompts[:1], config.model_copy(update={"max_new_tokens": 2}))  # warm-up
+    started = time.perf_counter()
+    generate_completions(loaded, prompts, config, desc="bench: batched")
+    ours = time.perf_counter() - started
+    subset = length_stratified(prompts, loaded, loop_prompts)
+    started = time.perf_counter()
+    seed_loop_generate(loaded, subset, config)
+    loop = time.perf_counter() - started
+    ours_rate, loop_rate = len(prompts) * config.max_new_tokens / ours, len(subset) * config.max_new_tokens / loop
+    return {
+        "prompts": len(prompts), "seed_loop_prompts": len(subset), "max_new_tokens": config.max_new_tokens,
+        "batch_size": config.batch_size,
+        "sampling": {"temperature": config.temperature, "top_p": config.top_p, "top_k": config.top_k},
+        "ours_seconds": ours, "seed_loop_seconds": loop,
+        "ours_tokens_per_s": ours_rate, "seed_loop_tokens_per_s": loop_rate, "speedup": ours_rate / loop_rate,
+    }
+
+
+# --- training ------------------------------------------------------------------------------
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    # VmHWM: this process's own peak (ru_maxrss would also count the parent it was forked from).
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _train_ours(texts: list[str], model: ModelConfig, config: TrainConfig, scratch: Path) -> dict:
+    from mbad.training import train_lora_adapter
+
+    loaded = load_base_model(model)
+    if loaded.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(loaded.device)
+    summary = train_lora_adapter(texts, model, config, scratch / "adapter", loaded=loaded)
+    return {"tokens": summary.tokens, "seconds": summary.seconds, "steps": summary.steps,
+            "final_loss": summary.final_loss, "peak_memory_mb": _peak_memory_mb(loaded.device)}
+
+
+def _train_trl(texts: list[str], model: ModelConfig, config: TrainConfig, scratch: Path) -> dict:
+    """TRL's SFTTrainer on the same model, token ids, LoRA and batch size. Its gradient
+    checkpointing (on by default) is turned off, as ours has none: the same work per step."""
+    import trl
+    from datasets import Dataset
+    from peft import LoraConfig
+    from trl import SFTConfig, SFTTrainer
+
+    from mbad.training import tokenize_for_lm
+
+    loaded = load_base_model(model)
+    # Our tokenization (and EOS choice) for both sides: TRL would append EOS to every text.
+    examples = tokenize_for_lm(loaded.tokenizer, texts, config.max_length, loaded.is_seq2seq, config.append_eos)
+    on_gpu = loaded.device.type == "cuda"
+    lora = config.lora
+    args = SFTConfig(
+        output_dir=str(scratch / "trl"), per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps, num_train_epochs=config.epochs,
+        learning_rate=config.learning_rate, lr_scheduler_type="linear", warmup_steps=0, max_length=config.max_length,
+        seed=config.seed, gradient_checkpointing=False, bf16=on_gpu and loaded.model.dtype == torch.bfloat16,
+        use_cpu=not on_gpu, save_strategy="no", report_to=[], logging_steps=10**6, disable_tqdm=True, packing=False,
+        dataset_kwargs={"skip_prepare_dataset": True},
+    )
+    peft_config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                             target_modules=lora.target_modules, task_type="CAUSAL_LM")
+    dataset = Dataset.from_dict({"input_ids": [example["input_ids"] for example in examples]})
+    trainer = SFTTrainer(model=loaded.model, args=args, train_dataset=dataset, processing_class=loaded.tokenizer,
+                         peft_config=peft_config)
+    tokens = sum(len(example["input_ids"]) for example in examples) * config.epochs
+    if on_gpu:
+        torch.cuda.reset_peak_memory_stats(loaded.device)
+    result = trainer.train()
+    return {"tokens": tokens, "seconds": result.metrics["train_runtime"], "steps": result.global_step,
+            "final_loss": result.training_loss, "peak_memory_mb": _peak_memory_mb(loaded.device),
+            "trl_version": trl.__version__}
+
+
+def _train_in_this_process(side: str, texts: list[str], model_json: str, config_json: str) -> dict:
+    model, config = ModelConfig.model_validate_json(model_json), TrainConfig.model_validate_json(config_json)
+    train = {"ours": _train_ours, "trl": _train_trl}[side]
+    with tempfile.TemporaryDirectory(prefix=f"mbad-bench-{side}-") as scratch:
+        return train(texts, model, config, Path(scratch))
+
+
+def train_in_fresh_process(side: str, texts: list[str], model: ModelConfig, config: TrainConfig) -> dict:
+    """One training in its own process, so that its peak memory is its own."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+        return pool.submit(_train_in_this_process, side, texts, model.model_dump_json(), config.model_dump_json()).result()
+
+
+def measure_training(texts: list[str], model: ModelConfig, config: TrainConfig, repeats: int) -> dict:
+    """Our LoRA loop vs TRL's SFTTrainer: tokens (real, not padding) per second of training loop.
+
+    The two alternate `repeats` times and each keeps its best run: on a shared machine a
+    neighbour's burst slows whichever run it lands on, never speeds one up.
+    """
+    runs: dict[str, list[dict]] = {"ours": [], "trl": []}
+    for _ in range(repeats):
+        for side in runs:
+            result = train_in_fresh_process(side, texts, model, config)
+            runs[side].append({**result, "tokens_per_s": result["tokens"] / result["seconds"]})
+    ours, trl = (max(runs[side], key=lambda run: run["tokens_per_s"]) for side in ("ours", "trl"))
+    return {
+        "examples": len(texts), "epochs": config.epochs, "batch_size": config.batch_size, "lora_r": config.lora.r,
+        "lora_targets": config.lora.target_modules, "append_eos": config.append_eos, "repeats": repeats,
+        "peak_memory_kind": "CUDA max allocated" if torch.cuda.is_available() else "process peak RSS (model included)",
+        "ours": ours, "trl": trl, "speedup": ours["tokens_per_s"] / trl["tokens_per_s"],
+        "all_tokens_per_s": {side: [run["tokens_per_s"] for run in side_runs] for side, side_runs in runs.items()},
+    }
+
+
+# --- ZenML overhead ------------------------------------------------------------------------
+
+
+def write_run_config(path: Path, config: DetoxConfig) -> Path:
+    import yaml
+
+    run_config = {"enable_cache": False, "model": {"name": config.registry.model_name},
+                  "parameters": {"config": config.model_dump(mode="json")}}
+    path.write_text(yaml.safe_dump(run_config))
+    return path
+
+
+def measure_zenml_overhead(config: DetoxConfig, home: Path) -> dict:
+    """The quickstart pipeline under ZenML vs the same `mbad` calls made directly (benchmarks/direct.py).
+
+    Needs the environment that `bench.py` sets before anything imports ZenML: a temporary
+    ZenML store and MLflow database under `home`, never the user's.
+    """
+    from benchmarks.direct import run_quickstart_directly
+
+    load_base_model(config.model)  # model files in the page cache for both sides
+    started = time.perf_counter()
+    direct_steps = run_quickstart_directly(config, home / "direct")
+    direct = time.perf_counter() - started
+
+    subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "setup_stack.py")], check=True,
+                   env=os.environ.copy(), stdout=subprocess.DEVNULL)
+    from zenml.utils import source_utils
+
+    source_utils.set_custom_source_root(str(REPO_ROOT))  # the ZenML repository is in `home`, not the checkout
+    from pipelines.training import detox_training
+
+    run_config = write_run_config(home / "bench_run.yaml", config)
+    started = time.perf_counter()
+    run = detox_training.with_options(config_path=str(run_config))()
+    zenml = time.perf_counter() - started
+    status = getattr(getattr(run, "status", None), "value", "unknown")
+    if status != "completed":
+        raise RuntimeError(f"the bench's detox_training run ended with status {status!r}")
+    # Time inside each step, as ZenML recorded it: the rest of the wall time is orchestration. On a busy
+    # machine the steps' own times vary more than that rest (compare with `direct_steps_seconds`).
+    zenml_steps = {name: (step.end_time - step.start_time).total_seconds() for name, step in run.steps.items()
+                   if step.start_time and step.end_time}
+    return {
+        "config": json.loads(config.model_dump_json(include={"train", "target_languages", "generation", "knowledge"})),
+        "direct_seconds": direct, "zenml_seconds": zenml, "overhead": zenml / direct - 1,
+        "direct_steps_seconds": direct_steps, "zenml_steps_seconds": zenml_steps,
+        "zenml_outside_steps_seconds": zenml - sum(zenml_steps.values()),
+    }
+
+
+# --- judge ---------------------------------------------------------------------------------
+
+
+def measure_judge(pairs, repeats: int) -> dict:
+    """The offline classifier judge (fitted on the train split) scoring the test sentences, CPU."""
+    from mbad.config import ClassifierJudgeConfig
+    from mbad.data import select
+    from mbad.judges.classifier import ClassifierJudge, train_classifier
+
+    judge = ClassifierJudge(train_classifier(select(pairs, "train"), ClassifierJudgeConfig()))
+    test = select(pairs, "test")
+    texts, langs = test["toxic"].tolist() + test["neutral"].tolist(), test["lang"].tolist() * 2
+    judge.score(texts[:10], langs[:10])  # warm-up
+    rates = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        judge.score(texts, langs)
+        rates.append(len(texts) / (time.perf_counter() - started))
+    return {"texts": len(texts), "languages": sorted(set(langs)), "repeats": repeats, "texts_per_s": sorted(rates)[len(rates) // 2]}

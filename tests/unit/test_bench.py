@@ -1,0 +1,96 @@
+"""`make bench` and the fast paths it measures: the same results as the reference paths, and a
+quick bench on the tiny model so that the machinery cannot rot."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+import mbad.knowledge
+import mbad.training
+from mbad.config import ModelConfig
+from mbad.data import select
+from mbad.generation import TopKTopPSampler
+from mbad.models import load_base_model
+from mbad.training import causal_lm_loss, chunked_token_nll, collate, split_lm_head, tokenize_for_lm
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(("temperature", "top_k", "top_p"), [(0.7, 50, 0.9), (1.0, 5, 1.0), (0.3, 0, 0.5)])
+def test_sampler_draws_from_the_distribution_of_hf_warpers(temperature, top_k, top_p):
+    scores = torch.randn(6, 300, generator=torch.Generator().manual_seed(1)) * 3
+    warped = TemperatureLogitsWarper(temperature)(None, scores.clone())
+    if top_k:
+        warped = TopKLogitsWarper(top_k)(None, warped)
+    expected = torch.softmax(TopPLogitsWarper(top_p)(None, warped) if top_p < 1 else warped, dim=-1)
+    ids, probs = TopKTopPSampler(temperature, top_k, top_p).candidates(scores)
+    ours = torch.zeros_like(expected).scatter_(-1, ids, probs / probs.sum(-1, keepdim=True))
+    torch.testing.assert_close(ours, expected, atol=1e-6, rtol=1e-5)
+    # The processor's output leaves exactly one finite token per row, one of the candidates.
+    drawn = TopKTopPSampler(temperature, top_k, top_p)(None, scores)
+    assert (torch.isfinite(drawn).sum(-1) == 1).all()
+    assert (expected.gather(-1, drawn.argmax(-1, keepdim=True)) > 0).all()
+
+
+def test_fused_loss_matches_the_library_loss_and_gradients(tiny_model_dir, pairs, monkeypatch):
+    loaded = load_base_model(ModelConfig(name_or_path=str(tiny_model_dir)))
+    lora = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    model = get_peft_model(loaded.model, lora)
+    model.train()
+    texts = select(pairs, "train", ["en", "zh"], max_per_language=4)["neutral"].tolist()
+    batch = collate(tokenize_for_lm(loaded.tokenizer, texts, 64, False), loaded.tokenizer.pad_token_id)
+    head = split_lm_head(model)
+    assert head is not None and not head.weight.requires_grad
+
+    def loss_and_grads(compute):
+        model.zero_grad()
+        loss = compute()
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for name, p in model.named_parameters() if "lora_B" in name]
+
+    reference, reference_grads = loss_and_grads(lambda: model(**batch).loss)
+    monkeypatch.setattr(mbad.training, "_LOGITS_PER_CHUNK", 7 * head.weight.shape[0])  # several chunks of 7 tokens
+    fused, fused_grads = loss_and_grads(lambda: causal_lm_loss(head, batch))
+    torch.testing.assert_close(fused, reference)
+    for ours, theirs in zip(fused_grads, reference_grads, strict=True):
+        torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=1e-4)
+    model.unload()
+
+
+def test_chunked_perplexity_matches_full_logits(tiny_model_dir, pairs, monkeypatch):
+    loaded = load_base_model(ModelConfig(name_or_path=str(tiny_model_dir)))
+    texts = select(pairs, "test", ["en", "am"], max_per_language=4)["neutral"].tolist()
+    monkeypatch.setattr(mbad.training, "_LOGITS_PER_CHUNK", 5 * loaded.model.config.vocab_size)
+    chunked = mbad.knowledge.mean_token_nll(loaded, texts, batch_size=3)
+    monkeypatch.setattr(mbad.knowledge, "split_lm_head", lambda model: None)
+    assert chunked == pytest.approx(mbad.knowledge.mean_token_nll(loaded, texts, batch_size=3), rel=1e-5)
+    # A scaled head (Cohere's logit_scale) scales the logits before the softmax.
+    head = split_lm_head(loaded.model)
+    hidden = torch.randn(9, head.weight.shape[1])
+    targets = torch.randint(0, head.weight.shape[0], (9,))
+    scaled = mbad.training.LMHead(head.backbone, head.weight, scale=0.25)
+    expected = torch.nn.functional.cross_entropy(0.25 * hidden @ head.weight.T, targets, reduction="none")
+    torch.testing.assert_close(chunked_token_nll(hidden, scaled, targets)[0], expected)
+
+
+@pytest.mark.integration
+def test_quick_bench_reports_all_four_figures(tmp_path):
+    output = tmp_path / "latest.json"
+    environment = {**os.environ, "MBAD_HOME": str(tmp_path / "home"), "TQDM_DISABLE": "1"}
+    completed = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "bench.py"), "--quick", "--output", str(output)],
+                               env=environment, capture_output=True, text=True, timeout=900)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    results = json.loads(output.read_text())
+    assert set(results["figures"]) == {"generation_speedup_vs_seed_loop", "train_speedup_vs_trl", "zenml_overhead",
+                                       "judge_texts_per_s"}
+    assert all(isinstance(value, float) for value in results["figures"].values())
+    assert results["training"]["ours"]["peak_memory_mb"] > 0 and results["training"]["trl"]["tokens"] > 0
+    assert "| `zenml_overhead` |" in completed.stdout and results["machine"]["logical_cpus"] >= 1
+    assert not (tmp_path / "home" / "zenml").exists()  # the bench's ZenML store is its own, never MBAD_HOME's
