@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -37,7 +38,10 @@ class LoadedModel:
 def pick_device(preference: str = "auto") -> torch.device:
     if preference != "auto":
         return torch.device(preference)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    # One GPU per process when several train together (torchrun / accelerate set LOCAL_RANK).
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
 
 
 def pick_dtype(name: str, device: torch.device) -> torch.dtype:

@@ -1,7 +1,9 @@
 """LoRA supervised fine-tuning on neutral sentences (the paper's X-FT), resumable.
 
-A plain loop over accelerate: readable in one screen, multi-GPU through `accelerate launch`
-or `num_processes`, and checkpoints small enough (adapter + optimizer) to write often.
+A plain loop over accelerate: readable in one screen, data-parallel over several GPUs with
+`train.num_processes` (one process per GPU, started by `torchrun`; a script already started
+by `accelerate launch` or `torchrun` trains in place), and checkpoints small enough (adapter +
+optimizer) to write often.
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ import logging
 import math
 import os
 import random
+import subprocess
+import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -78,6 +83,16 @@ def make_batches(examples: list[dict[str, list[int]]], batch_size: int, seed: in
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     random.Random(seed).shuffle(batches)
     return batches
+
+
+def shard_batches(batches: list[list[int]], process_index: int, num_processes: int) -> list[list[int]]:
+    """This process's share of the batches: every `num_processes`-th, from its index. All
+    processes get the same number (they step together), so the last round wraps around to the
+    first batches when the count does not divide evenly."""
+    if num_processes == 1:
+        return batches
+    rounds = math.ceil(len(batches) / num_processes)
+    return [batches[(round_ * num_processes + process_index) % len(batches)] for round_ in range(rounds)]
 
 
 def collate(examples: list[dict[str, list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
@@ -214,9 +229,12 @@ def train_lora_adapter(
     """
     if not texts:
         raise ValueError("no training texts: check train.source_languages and the data")
+    if config.num_processes > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        return _launch_processes(texts, model_config, config, output_dir, checkpoint_dir)
     torch.manual_seed(config.seed)
     loaded = loaded or load_base_model(model_config)
     accelerator = Accelerator(cpu=loaded.device.type == "cpu", gradient_accumulation_steps=config.gradient_accumulation_steps)
+    main = accelerator.is_main_process
     model = loaded.model
     if model_config.quantization == "4bit":
         from peft import prepare_model_for_kbit_training
@@ -230,7 +248,8 @@ def train_lora_adapter(
     model = get_peft_model(model, lora)
     model.train()
     examples = tokenize_for_lm(loaded.tokenizer, texts, config.max_length, loaded.is_seq2seq, config.append_eos)
-    batches = make_batches(examples, config.batch_size, config.seed)
+    batches = shard_batches(make_batches(examples, config.batch_size, config.seed),
+                            accelerator.process_index, accelerator.num_processes)
     total_steps = math.ceil(len(batches) * config.epochs / config.gradient_accumulation_steps)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / max(1, total_steps)))
@@ -256,7 +275,7 @@ def train_lora_adapter(
     schedule = [batch for _ in range(config.epochs) for batch in batches]
     started, tokens = time.perf_counter(), 0
     micro_done = step * config.gradient_accumulation_steps
-    with tqdm(total=total_steps, initial=step, desc="train", unit="step", leave=False) as progress:
+    with tqdm(total=total_steps, initial=step, desc="train", unit="step", leave=False, disable=not main) as progress:
         for micro, batch_ids in enumerate(schedule):
             if micro < micro_done:
                 continue  # already trained before the checkpoint
@@ -271,27 +290,54 @@ def train_lora_adapter(
             tokens += int(batch["attention_mask"].sum())
             if accelerator.sync_gradients:
                 step += 1
-                losses.append(float(loss.detach()))
+                # The mean over processes (each saw its own batch); a no-op with one process.
+                losses.append(float(accelerator.reduce(loss.detach(), reduction="mean")))
                 progress.update(1)
                 progress.set_postfix(loss=f"{losses[-1]:.3f}")
                 if state_file and config.checkpoint_every and step % config.checkpoint_every == 0 and step < total_steps:
-                    _save_checkpoint(checkpoint_dir, accelerator.unwrap_model(model), optimizer, scheduler, step, losses)
+                    if main:
+                        _save_checkpoint(checkpoint_dir, accelerator.unwrap_model(model), optimizer, scheduler, step, losses)
+                    accelerator.wait_for_everyone()
     seconds = time.perf_counter() - started
+    tokens = int(accelerator.reduce(torch.tensor(tokens, device=accelerator.device), reduction="sum"))
 
-    output_dir.mkdir(parents=True, exist_ok=True)
-    accelerator.unwrap_model(model).save_pretrained(output_dir)
     summary = TrainSummary(
         steps=step, examples=len(examples), tokens=tokens, seconds=seconds,
         tokens_per_second=tokens / seconds if seconds else 0.0,
         final_loss=losses[-1] if losses else math.nan, resumed_from_step=resumed_from, losses=losses,
     )
-    meta = {"base_model": model_config.model_dump(), "train": config.model_dump(), "summary": asdict(summary)}
-    (output_dir / ADAPTER_META).write_text(json.dumps(meta, indent=2))
-    if state_file and state_file.exists():
-        state_file.unlink()  # finished: the adapter itself is the result
+    if main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        accelerator.unwrap_model(model).save_pretrained(output_dir)
+        meta = {"base_model": model_config.model_dump(), "train": config.model_dump(), "summary": asdict(summary)}
+        (output_dir / ADAPTER_META).write_text(json.dumps(meta, indent=2))
+        if state_file and state_file.exists():
+            state_file.unlink()  # finished: the adapter itself is the result
+    accelerator.wait_for_everyone()
     # Leave the base model as it was for later users of `loaded`.
     accelerator.unwrap_model(model).unload()
     return summary
+
+
+def _launch_processes(
+    texts: list[str], model_config: ModelConfig, config: TrainConfig, output_dir: Path, checkpoint_dir: Path | None
+) -> TrainSummary:
+    """`config.num_processes` training processes on this machine (one per GPU), started by
+    torchrun; they train one adapter data-parallel and the first one saves it. Returns its summary."""
+    with tempfile.TemporaryDirectory(prefix="mbad-train-") as scratch:
+        job = Path(scratch) / "job.json"
+        job.write_text(json.dumps({
+            "texts": texts, "model": model_config.model_dump(), "train": config.model_dump(),
+            "output_dir": str(output_dir), "checkpoint_dir": str(checkpoint_dir) if checkpoint_dir else None,
+        }))
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                   f"--nproc_per_node={config.num_processes}", "-m", "mbad.training", str(job)]
+        logger.info("training with %d processes: %s", config.num_processes, " ".join(command))
+        finished = subprocess.run(command, check=False)
+    if finished.returncode != 0:
+        raise RuntimeError(f"multi-process training ({config.num_processes} processes) failed with exit "
+                           f"code {finished.returncode}; its processes' errors are above")
+    return TrainSummary(**json.loads((output_dir / ADAPTER_META).read_text())["summary"])
 
 
 def checkpoint_key(model_config: ModelConfig, config: TrainConfig, data_hash: str) -> str:
@@ -310,3 +356,10 @@ def load_adapter(loaded: LoadedModel, adapter_dir: Path) -> LoadedModel:
 def read_adapter_meta(adapter_dir: Path) -> dict:
     path = Path(adapter_dir) / ADAPTER_META
     return json.loads(path.read_text()) if path.exists() else {}
+
+
+if __name__ == "__main__":
+    # One of the processes `_launch_processes` starts: `python -m mbad.training job.json`.
+    spec = json.loads(Path(sys.argv[1]).read_text())
+    train_lora_adapter(spec["texts"], ModelConfig(**spec["model"]), TrainConfig(**spec["train"]), Path(spec["output_dir"]),
+                       Path(spec["checkpoint_dir"]) if spec["checkpoint_dir"] else None)

@@ -17,7 +17,7 @@ from mbad.data import select
 from mbad.generation import generate_completions, generate_for_targets
 from mbad.knowledge import run_probes
 from mbad.models import load_base_model, resolve_model_path
-from mbad.training import load_adapter, read_adapter_meta, train_lora_adapter
+from mbad.training import load_adapter, read_adapter_meta, shard_batches, train_lora_adapter
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -62,6 +62,32 @@ def test_lora_training_lowers_the_loss_and_saves_an_adapter(tiny_model_dir, pair
     assert {"adapter_model.safetensors", "adapter_config.json"} <= {p.name for p in (tmp_path / "adapter").iterdir()}
     assert read_adapter_meta(tmp_path / "adapter")["base_model"]["name_or_path"] == str(tiny_model_dir)
     # The adapter changes the model: perplexity on its own training text falls.
+    base = load_base_model(model_config)
+    frame = pd.DataFrame({"lang": "en", "neutral": texts})
+    before = run_probes(base, frame, KnowledgeConfig())["perplexity"]["en"]
+    after = run_probes(load_adapter(base, tmp_path / "adapter"), frame, KnowledgeConfig())["perplexity"]["en"]
+    assert after < before
+
+
+def test_batches_are_shared_out_evenly_between_processes():
+    batches = [[i] for i in range(5)]
+    shards = [shard_batches(batches, index, 2) for index in range(2)]
+    assert shards == [[[0], [2], [4]], [[1], [3], [0]]]  # same length; the last round wraps around
+    assert shard_batches(batches, 0, 1) == batches
+
+
+def test_training_with_two_processes_shares_the_batches(tiny_model_dir, pairs, tmp_path):
+    """`num_processes: 2` starts two data-parallel processes (gloo on CPU, NCCL on GPUs)."""
+    texts = select(pairs, "train", ["en"], max_per_language=16)["neutral"].tolist()
+    model_config = ModelConfig(name_or_path=str(tiny_model_dir))
+    config = TrainConfig(epochs=6, batch_size=4, learning_rate=5e-3, checkpoint_every=0, num_processes=2)
+    summary = train_lora_adapter(texts, model_config, config, tmp_path / "adapter")
+    # 4 batches a epoch, 2 for each process: 2 optimizer steps a epoch, every sentence seen once.
+    assert summary.steps == 6 * 2
+    tokenizer = load_base_model(model_config).tokenizer
+    assert summary.tokens == 6 * sum(len(ids) for ids in tokenizer(texts, truncation=True, max_length=config.max_length)["input_ids"])
+    assert sum(summary.losses[-3:]) < sum(summary.losses[:3])
+    assert read_adapter_meta(tmp_path / "adapter")["summary"]["steps"] == summary.steps
     base = load_base_model(model_config)
     frame = pd.DataFrame({"lang": "en", "neutral": texts})
     before = run_probes(base, frame, KnowledgeConfig())["perplexity"]["en"]
