@@ -32,7 +32,9 @@ class DataConfig(_Strict):
     # `../shared/data/multiparadetox` when it exists, else the HF dataset below.
     data_dir: str | None = None
     hf_dataset: str = "textdetox/multilingual_paradetox"
-    languages_file: str = str(REPO_ROOT / "configs" / "languages.yaml")
+    # The language registry; a relative path is relative to the checkout (the image's /app on
+    # Kubernetes), so that a config written on a laptop also holds in a pipeline pod.
+    languages_file: str = "configs/languages.yaml"
     # The HF source has no split: shuffle with this seed, first `train_size` rows are train.
     split_seed: int = 42
     train_size: int = 300

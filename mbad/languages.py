@@ -9,6 +9,8 @@ from pathlib import Path
 
 import yaml
 
+from mbad.config import REPO_ROOT
+
 # Prefix of a character's Unicode name -> the script name used in the registry.
 _SCRIPT_PREFIXES = {
     "LATIN": "Latin",
@@ -48,6 +50,8 @@ class LanguageRegistry:
     @classmethod
     def from_yaml(cls, path: str | Path) -> LanguageRegistry:
         path = Path(path)
+        if not path.is_absolute():
+            path = REPO_ROOT / path
         if not path.exists():
             raise FileNotFoundError(f"language registry {path} does not exist")
         entries = yaml.safe_load(path.read_text(encoding="utf-8")).get("languages", [])
