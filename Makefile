@@ -16,7 +16,7 @@ export TOKENIZERS_PARALLELISM ?= false
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
-.PHONY: venv setup run test lint ui clean k8s-stack promote rollback retrain bench
+.PHONY: venv setup run test lint ui clean k8s-stack sweep promote rollback retrain bench
 
 venv: $(STAMP)
 $(STAMP): requirements.lock
@@ -36,6 +36,10 @@ run: setup  ## the quickstart on gemma-3-270m, offline, on CPU
 
 test: venv  ## the test suite (real ZenML store, MLflow, GE, tiny models)
 	$(BIN)/python -m pytest
+
+sweep: setup  ## the paper's four modes on gemma-3-270m, 3 languages (configs/sweep_quick.yaml)
+	$(BIN)/python -m mbad.models packaged:gemma-3-270m
+	$(BIN)/zenml pipeline run pipelines.sweep.cross_lingual_sweep -c configs/sweep_quick.yaml
 
 promote: setup  ## gate the newest mbad-detox version; on pass it becomes `champion`
 	$(BIN)/python -m mbad.models packaged:gemma-3-270m
