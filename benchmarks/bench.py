@@ -136,7 +136,8 @@ def markdown_table(results: dict) -> str:
     if generation:
         rows.append(("generation_speedup_vs_seed_loop", f"{figures['generation_speedup_vs_seed_loop']:.1f}x",
                      f"{generation['ours_tokens_per_s']:.1f} tokens/s batched vs {generation['seed_loop_tokens_per_s']:.1f} "
-                     f"one prompt at a time ({generation['prompts']} prompts, loop on {generation['seed_loop_prompts']}, "
+                     f"one prompt at a time (best of {generation.get('repeats', 1)}; {generation['prompts']} prompts, "
+                     f"loop on {generation['seed_loop_prompts']}, "
                      f"{generation['max_new_tokens']} new tokens, batch {generation['batch_size']})"))
     if training:
         ours, trl = training["ours"], training["trl"]
