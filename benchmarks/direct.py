@@ -13,13 +13,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
-import pandas as pd
 from PIL import Image
 
 from mbad.config import DetoxConfig, ModelConfig
 from mbad.data import fingerprint, load_pairs, resolve_source, select
 from mbad.generation import generate_for_targets
-from mbad.judges import make_judge
+from mbad.judges import make_judge, score_frame
 from mbad.judges.classifier import auc_by_language, train_classifier
 from mbad.knowledge import run_probes
 from mbad.languages import LanguageRegistry
@@ -35,14 +34,6 @@ from mbad.validation import DataValidationError, validate_pairs
 def _model_under_test(model: ModelConfig, adapter_dir: Path | None) -> LoadedModel:
     loaded = load_base_model(model)  # one load per step, as in steps/evaluation.py
     return load_adapter(loaded, adapter_dir) if adapter_dir else loaded
-
-
-def _scores(completions: pd.DataFrame, classifier, config: DetoxConfig) -> pd.DataFrame:
-    scored = completions.copy()
-    judge = make_judge(config.judge, classifier=classifier)
-    scored["score"] = judge.score(scored["completion"].tolist(), scored["lang"].tolist())
-    scored["judge"] = judge.name
-    return scored
 
 
 def run_quickstart_directly(config: DetoxConfig, home: Path, experiment: str = "bench-direct") -> dict[str, float]:
@@ -88,7 +79,7 @@ def run_quickstart_directly(config: DetoxConfig, home: Path, experiment: str = "
             with step(f"generate_{name}"):
                 completions = generate_for_targets(_model_under_test(config.model, adapter), prompts, config.generation)
             with step(f"score_{name}"):
-                scores[name] = _scores(completions, classifier, config)
+                scores[name] = score_frame(make_judge(config.judge, classifier=classifier), completions)
             with step(f"knowledge_{name}"):
                 sentences = select(pairs, "test", config.target_languages)
                 knowledge[name] = run_probes(_model_under_test(config.model, adapter), sentences, config.knowledge)

@@ -31,7 +31,8 @@ from contextlib import contextmanager
 
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
-from pydantic import BaseModel, ConfigDict
+
+from mbad.config import StrictConfig
 
 logger = logging.getLogger(__name__)
 
@@ -39,10 +40,8 @@ ALIASES = ("champion", "previous")
 Aliases = dict[str, str | None]
 
 
-class AliasMoveConfig(BaseModel):
+class AliasMoveConfig(StrictConfig):
     """How long a move waits for another one, and how hard it tries to undo a failed one."""
-
-    model_config = ConfigDict(extra="forbid")
 
     lock_wait_s: float = 120.0
     # A lock older than this belongs to a writer that died: its journal is restored.

@@ -17,10 +17,10 @@ from typing import Literal
 import pandas as pd
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from mbad.aliases import AliasMoveConfig, read_aliases, unavailable
-from mbad.config import DetoxConfig, ModelConfig
+from mbad.config import DetoxConfig, ModelConfig, StrictConfig
 from mbad.data import fingerprint, resolve_source
 from mbad.metrics import compare_models, percent_change, toxicity_by_language
 from mbad.report import metrics_for_mlflow
@@ -28,10 +28,8 @@ from mbad.report import metrics_for_mlflow
 Role = Literal["base", "challenger", "champion"]
 
 
-class GateConfig(BaseModel):
+class GateConfig(StrictConfig):
     """The gate's thresholds, in percent of the base model's or the champion's value."""
-
-    model_config = ConfigDict(extra="forbid")
 
     # `each_language`: every evaluated language must pass; `mean`: their mean must.
     aggregate: Literal["each_language", "mean"] = "each_language"
@@ -45,10 +43,8 @@ class GateConfig(BaseModel):
     champion_perplexity_tolerance_pct: float = 5.0
 
 
-class PromoteConfig(BaseModel):
+class PromoteConfig(StrictConfig):
     """What `promote_model` gates and how it moves the aliases."""
-
-    model_config = ConfigDict(extra="forbid")
 
     model_name: str = "mbad-detox"
     # None: the newest registered version.

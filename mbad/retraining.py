@@ -11,17 +11,15 @@ from typing import Literal
 
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from mbad.aliases import read_aliases, unavailable
-from mbad.config import DetoxConfig
+from mbad.config import DetoxConfig, StrictConfig
 from mbad.promotion import PromoteConfig, get_candidate
 
 
-class RetrainConfig(BaseModel):
+class RetrainConfig(StrictConfig):
     """How `retrain_new_languages` trains, evaluates and gates a new version."""
-
-    model_config = ConfigDict(extra="forbid")
 
     # Data, base model, training and evaluation settings; `train.source_languages` and
     # `target_languages` are set from the data (see `train_on`).

@@ -10,7 +10,7 @@ from zenml.client import Client
 from mbad.config import GenerationConfig, JudgeConfig, KnowledgeConfig, ModelConfig
 from mbad.data import select
 from mbad.generation import generate_for_targets
-from mbad.judges import make_judge, score_completions
+from mbad.judges import make_judge, score_frame
 from mbad.knowledge import run_probes
 from mbad.models import load_base_model
 from mbad.training import AdapterDirectory, load_adapter
@@ -48,11 +48,7 @@ def score_toxicity(
 ) -> Annotated[pd.DataFrame, "toxicity_scores"]:
     """Each completion scored by the configured judge (the prompt is never scored)."""
     api_key = _perspective_key(config.perspective.secret_name) if config.backend == "perspective" else None
-    judge = make_judge(config, classifier=classifier, api_key=api_key)
-    scored = completions.copy()
-    scored["score"] = score_completions(judge, scored["completion"].tolist(), scored["lang"].tolist())
-    scored["judge"] = judge.name
-    return scored
+    return score_frame(make_judge(config, classifier=classifier, api_key=api_key), completions)
 
 
 @step

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
+import pandas as pd
+
 from mbad.config import JudgeConfig
 
 
@@ -53,3 +55,11 @@ def score_completions(judge: ToxicityJudge, texts: Sequence[str], langs: Sequenc
     for index, value in zip(spoken, judge.score([texts[i] for i in spoken], [langs[i] for i in spoken])):
         scores[index] = value
     return scores
+
+
+def score_frame(judge: ToxicityJudge, completions: pd.DataFrame) -> pd.DataFrame:
+    """`completions` (lang, completion, ...) with the judge's `score` and name added."""
+    scored = completions.copy()
+    scored["score"] = score_completions(judge, scored["completion"].tolist(), scored["lang"].tolist())
+    scored["judge"] = judge.name
+    return scored
