@@ -54,6 +54,21 @@ def test_generation_is_seeded_and_independent_of_batch_order(loaded):
     assert generate_completions(loaded, prompts, greedy) == generate_completions(loaded, prompts, batched)
 
 
+def test_batched_generation_completes_prompts_as_generate_does_one_at_a_time(loaded, pairs):
+    """Prompts of many lengths in one left-padded batch, one of them longer than the sliding window."""
+    texts = select(pairs, "test", ["en", "ru", "zh"], max_per_language=4)["toxic"].tolist()
+    prompts = [f"Complete the sentence: {text}" for text in texts] + ["Complete the sentence: " + " ".join(texts)]
+    lengths = [len(loaded.tokenizer(prompt)["input_ids"]) for prompt in prompts]
+    assert len(set(lengths)) > 4 and max(lengths) > loaded.model.config.sliding_window
+    config = GenerationConfig(max_new_tokens=6, temperature=0, batch_size=len(prompts))
+    expected = []
+    for prompt in prompts:
+        ids = loaded.tokenizer(prompt, return_tensors="pt")["input_ids"]
+        output = loaded.model.generate(ids, do_sample=False, max_new_tokens=6, pad_token_id=loaded.tokenizer.pad_token_id)
+        expected.append([loaded.tokenizer.decode(output[0, ids.shape[1]:], skip_special_tokens=True).strip()])
+    assert generate_completions(loaded, prompts, config) == expected
+
+
 def test_lora_training_lowers_the_loss_and_saves_an_adapter(tiny_model_dir, pairs, tmp_path):
     texts = select(pairs, "train", ["en"], max_per_language=16)["neutral"].tolist()
     model_config = ModelConfig(name_or_path=str(tiny_model_dir))
