@@ -93,4 +93,7 @@ def test_quick_bench_reports_all_four_figures(tmp_path):
     assert all(isinstance(value, float) for value in results["figures"].values())
     assert results["training"]["ours"]["peak_memory_mb"] > 0 and results["training"]["trl"]["tokens"] > 0
     assert "| `zenml_overhead` |" in completed.stdout and results["machine"]["logical_cpus"] >= 1
+    # Both sides ran twice, alternating, each pipeline run complete (the best of each is the figure).
+    assert {side: len(seconds) for side, seconds in results["zenml"]["all_seconds"].items()} == {"direct": 2, "zenml": 2}
+    assert results["zenml"]["zenml_seconds"] == min(results["zenml"]["all_seconds"]["zenml"])
     assert not (tmp_path / "home" / "zenml").exists()  # the bench's ZenML store is its own, never MBAD_HOME's
