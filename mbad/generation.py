@@ -26,8 +26,9 @@ class TopKTopPSampler(LogitsProcessor):
 
     `transformers`' own top-p sorts the whole vocabulary at every step (262k entries for
     Gemma) and its sampler draws over it again; here only `top_k` candidates are sorted and
-    drawn from. The result is a row that is -inf except at the drawn token, so `generate`
-    runs greedily (argmax) on top of it. Same distribution as HF's TopK -> TopP warpers.
+    drawn from. Same distribution as HF's TopK -> TopP warpers. Our decoding loop calls
+    `draw`; as a logits processor (encoder-decoder models, through `generate`) it returns a
+    row that is -inf except at the drawn token, so `generate` runs greedily on top of it.
     """
 
     def __init__(self, temperature: float, top_k: int, top_p: float):
@@ -97,7 +98,7 @@ def _stop_token_ids(model, tokenizer) -> list[int]:
 
 def _decode(loaded: LoadedModel, rows: list[list[int]], config: GenerationConfig,
             sampler: TopKTopPSampler | None) -> list[list[int]]:
-    """New token ids for each prompt row, up to its first stop token (included).
+    """New token ids for each prompt row; after a row's stop token, padding (decoding skips both).
 
     Our own loop over the model's forward pass with a key/value cache, instead of
     `model.generate`: the prefill computes logits for the last position only, and each step
@@ -124,14 +125,7 @@ def _decode(loaded: LoadedModel, rows: list[list[int]], config: GenerationConfig
         output = model(input_ids=drawn[:, None], attention_mask=mask, position_ids=positions,
                        past_key_values=cache, use_cache=True)
         logits, positions = output.logits[:, -1, :], positions + 1
-    return [_through_first_stop(row, set(stops.tolist())) for row in torch.stack(steps, dim=1).tolist()]
-
-
-def _through_first_stop(tokens: list[int], stops: set[int]) -> list[int]:
-    for index, token in enumerate(tokens):
-        if token in stops:
-            return tokens[:index + 1]
-    return tokens
+    return torch.stack(steps, dim=1).tolist()
 
 
 def _generate_seq2seq(loaded: LoadedModel, rows: list[list[int]], config: GenerationConfig,

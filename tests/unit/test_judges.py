@@ -82,4 +82,3 @@ def test_hf_judge_with_a_tiny_local_classifier(pairs, tmp_path):
     judge = make_judge(JudgeConfig(backend="hf", hf=HFJudgeConfig(model_id=str(model_dir), batch_size=2)))
     scores = judge.score(["one", "two words", "three words here"], ["en", "en", "en"])
     assert len(scores) == 3 and all(0.0 <= s <= 1.0 for s in scores)
-
