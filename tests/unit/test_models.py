@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,12 +12,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from transformers import AutoTokenizer
 
 from mbad.config import GenerationConfig, KnowledgeConfig, ModelConfig, TrainConfig
 from mbad.data import select
 from mbad.generation import generate_completions, generate_for_targets
 from mbad.knowledge import run_probes
-from mbad.models import load_base_model, resolve_model_path
+from mbad.models import load_base_model, load_tokenizer, resolve_model_path
 from mbad.training import load_adapter, read_adapter_meta, shard_batches, train_lora_adapter
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -154,6 +156,25 @@ def test_unknown_probe_and_cpu_qlora_are_clear_errors(loaded, pairs, tiny_model_
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="needs CUDA"):
             load_base_model(ModelConfig(name_or_path=str(tiny_model_dir), quantization="4bit"))
+
+
+def test_the_tokenizer_is_read_once_per_process_and_again_when_its_files_change(tiny_model_dir, tmp_path):
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model_dir)
+    left, right = load_tokenizer(str(model_dir)), load_tokenizer(str(model_dir), padding_side="right")
+    assert left.backend_tokenizer is right.backend_tokenizer  # parsed once
+    pad = left.pad_token_id
+    assert left.pad({"input_ids": [[5], [5, 6]]})["input_ids"][0] == [pad, 5]
+    assert right.pad({"input_ids": [[5], [5, 6]]})["input_ids"][0] == [5, pad]  # each its own side
+
+    vocabulary = len(left)
+    time.sleep(0.01)  # a later modification time even on coarse clocks
+    changed = AutoTokenizer.from_pretrained(model_dir)
+    changed.add_tokens(["<brand-new-token>"])
+    changed.save_pretrained(model_dir)
+    reread = load_tokenizer(str(model_dir))
+    assert reread.backend_tokenizer is not left.backend_tokenizer
+    assert len(reread) == vocabulary + 1
 
 
 def test_model_paths(tmp_path):
