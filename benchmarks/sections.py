@@ -217,41 +217,58 @@ def write_run_config(path: Path, config: DetoxConfig) -> Path:
     return path
 
 
-def measure_zenml_overhead(config: DetoxConfig, home: Path, repeats: int = 2) -> dict:
-    """The quickstart pipeline under ZenML vs the same `mbad` calls made directly (benchmarks/direct.py).
+def _quickstart_in_this_process(side: str, config_json: str, home: str, run_config: str) -> dict:
+    """One quickstart run, `direct` or `zenml`, timed from after its imports to its end."""
+    config, home_path = DetoxConfig.model_validate_json(config_json), Path(home)
+    if side == "direct":
+        from benchmarks.direct import run_quickstart_directly
 
-    The two alternate `repeats` times and each keeps its fastest run, as in the other sections:
-    a neighbour's burst on a shared machine lengthens whichever run it lands on. Needs the
-    environment that `bench.py` sets before anything imports ZenML: a temporary ZenML store
-    and MLflow database under `home`, never the user's.
-    """
-    from benchmarks.direct import run_quickstart_directly
+        started = time.perf_counter()
+        steps = run_quickstart_directly(config, home_path)
+        return {"seconds": time.perf_counter() - started, "steps": steps}
 
-    subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "setup_stack.py")], check=True,
-                   env=os.environ.copy(), stdout=subprocess.DEVNULL)
     from zenml.utils import source_utils
 
     source_utils.set_custom_source_root(str(REPO_ROOT))  # the ZenML repository is in `home`, not the checkout
     from pipelines.training import detox_training
 
+    started = time.perf_counter()
+    run = detox_training.with_options(config_path=run_config)()
+    seconds = time.perf_counter() - started
+    status = getattr(getattr(run, "status", None), "value", "unknown")
+    if status != "completed":
+        raise RuntimeError(f"the bench's detox_training run ended with status {status!r}")
+    # Time inside each step, as ZenML recorded it: the rest of the wall time is orchestration.
+    steps = {name: (step.end_time - step.start_time).total_seconds() for name, step in run.steps.items()
+             if step.start_time and step.end_time}
+    return {"seconds": seconds, "steps": steps}
+
+
+def quickstart_in_fresh_process(side: str, config: DetoxConfig, home: Path, run_config: Path) -> dict:
+    """Each run starts from the same state: what one run leaves in a process (allocator, caches,
+    the other side's imports) cannot slow or speed up the next."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+        return pool.submit(_quickstart_in_this_process, side, config.model_dump_json(), str(home), str(run_config)).result()
+
+
+def measure_zenml_overhead(config: DetoxConfig, home: Path, repeats: int = 2) -> dict:
+    """The quickstart pipeline under ZenML vs the same `mbad` calls made directly (benchmarks/direct.py).
+
+    Every run has a process of its own, which imports only what its side needs (the direct side
+    does not import ZenML) and is timed from after those imports. The two alternate `repeats`
+    times and each keeps its fastest run, as in the other sections: a neighbour's burst on a
+    shared machine lengthens whichever run it lands on. Needs the environment that `bench.py`
+    sets before anything imports ZenML: a temporary ZenML store and MLflow database under
+    `home`, never the user's.
+    """
+    subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "setup_stack.py")], check=True,
+                   env=os.environ.copy(), stdout=subprocess.DEVNULL)
     run_config = write_run_config(home / "bench_run.yaml", config)
     load_base_model(config.model)  # model files in the page cache for both sides
     runs: dict[str, list[dict]] = {"direct": [], "zenml": []}
     for repeat in range(repeats):
-        started = time.perf_counter()
-        steps = run_quickstart_directly(config, home / f"direct-{repeat}")
-        runs["direct"].append({"seconds": time.perf_counter() - started, "steps": steps})
-
-        started = time.perf_counter()
-        run = detox_training.with_options(config_path=str(run_config))()
-        seconds = time.perf_counter() - started
-        status = getattr(getattr(run, "status", None), "value", "unknown")
-        if status != "completed":
-            raise RuntimeError(f"the bench's detox_training run ended with status {status!r}")
-        # Time inside each step, as ZenML recorded it: the rest of the wall time is orchestration.
-        steps = {name: (step.end_time - step.start_time).total_seconds() for name, step in run.steps.items()
-                 if step.start_time and step.end_time}
-        runs["zenml"].append({"seconds": seconds, "steps": steps})
+        runs["direct"].append(quickstart_in_fresh_process("direct", config, home / f"direct-{repeat}", run_config))
+        runs["zenml"].append(quickstart_in_fresh_process("zenml", config, home, run_config))
     direct, zenml = (min(runs[side], key=lambda run: run["seconds"]) for side in ("direct", "zenml"))
     return {
         "config": json.loads(config.model_dump_json(include={"train", "target_languages", "generation", "knowledge"})),
