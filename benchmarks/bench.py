@@ -59,7 +59,7 @@ class BenchSettings:
         "knowledge": {"max_sentences_per_language": 32},
     })
     judge_repeats: int = 5
-    zenml_repeats: int = 2
+    zenml_repeats: int = 3
 
 
 QUICK = BenchSettings(
