@@ -51,7 +51,7 @@ class BenchSettings:
     train_repeats: int = 2
     # The pipeline run of `zenml_overhead` (both sides): configs/quickstart.yaml with its sequence
     # lengths and batch sizes but fewer examples, so that both sides fit the bench's time. ZenML's
-    # cost is mostly fixed (about a second per step), so a smaller run shows a larger share.
+    # cost is mostly fixed (5 to 6 s a run on 2 cores), so a smaller run shows a larger share.
     pipeline: dict = field(default_factory=lambda: {
         "train": {"source_languages": ["en"], "max_examples_per_language": 48, "epochs": 1, "batch_size": 8,
                   "checkpoint_every": 3},
