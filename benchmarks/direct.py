@@ -15,7 +15,7 @@ from pathlib import Path
 import mlflow
 from PIL import Image
 
-from mbad.config import DetoxConfig, ModelConfig
+from mbad.config import DetoxConfig
 from mbad.data import fingerprint, load_pairs, resolve_source, select
 from mbad.generation import generate_for_targets
 from mbad.judges import make_judge, score_frame
@@ -23,17 +23,11 @@ from mbad.judges.classifier import auc_by_language, train_classifier
 from mbad.knowledge import run_probes
 from mbad.languages import LanguageRegistry
 from mbad.metrics import compare_models, toxicity_by_language
-from mbad.models import LoadedModel, load_base_model
 from mbad.registry import register_adapter, version_tags
 from mbad.report import metrics_for_mlflow, plot_comparison, render_html
 from mbad.tracking import ensure_experiments
-from mbad.training import checkpoint_key, load_adapter, train_lora_adapter
+from mbad.training import checkpoint_key, load_model_under_test, train_lora_adapter
 from mbad.validation import DataValidationError, validate_pairs
-
-
-def _model_under_test(model: ModelConfig, adapter_dir: Path | None) -> LoadedModel:
-    loaded = load_base_model(model)  # one load per step, as in steps/evaluation.py
-    return load_adapter(loaded, adapter_dir) if adapter_dir else loaded
 
 
 def run_quickstart_directly(config: DetoxConfig, home: Path, experiment: str = "bench-direct") -> dict[str, float]:
@@ -67,9 +61,9 @@ def run_quickstart_directly(config: DetoxConfig, home: Path, experiment: str = "
 
         def evaluate(name: str, adapter: Path | None) -> None:
             with step(f"generate_{name}"):
-                completions[name] = generate_for_targets(_model_under_test(config.model, adapter), prompts, config.generation)
+                completions[name] = generate_for_targets(load_model_under_test(config.model, adapter), prompts, config.generation)
             with step(f"knowledge_{name}"):
-                knowledge[name] = run_probes(_model_under_test(config.model, adapter), sentences, config.knowledge)
+                knowledge[name] = run_probes(load_model_under_test(config.model, adapter), sentences, config.knowledge)
 
         evaluate("base", None)
         train = config.train

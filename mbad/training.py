@@ -353,6 +353,12 @@ def load_adapter(loaded: LoadedModel, adapter_dir: Path) -> LoadedModel:
     return LoadedModel(model, loaded.tokenizer, loaded.device, loaded.is_seq2seq)
 
 
+def load_model_under_test(model: ModelConfig, adapter_dir: Path | str | None) -> LoadedModel:
+    """The base model, with the adapter at `adapter_dir` applied when there is one."""
+    loaded = load_base_model(model)
+    return load_adapter(loaded, Path(adapter_dir)) if adapter_dir else loaded
+
+
 def read_adapter_meta(adapter_dir: Path) -> dict:
     path = Path(adapter_dir) / ADAPTER_META
     return json.loads(path.read_text()) if path.exists() else {}

@@ -1,5 +1,4 @@
 import os
-from pathlib import Path
 from typing import Annotated
 
 import pandas as pd
@@ -12,13 +11,7 @@ from mbad.data import select
 from mbad.generation import generate_for_targets
 from mbad.judges import make_judge, score_frame
 from mbad.knowledge import run_probes
-from mbad.models import load_base_model
-from mbad.training import AdapterDirectory, load_adapter
-
-
-def _model_under_test(model: ModelConfig, adapter: AdapterDirectory | None):
-    loaded = load_base_model(model)
-    return load_adapter(loaded, Path(adapter.path)) if adapter else loaded
+from mbad.training import AdapterDirectory, load_model_under_test
 
 
 @step
@@ -32,7 +25,7 @@ def generate(
     """Completions of the TOXIC test prompts of every target language, in one batched pass."""
     prompts = select(pairs, "test", target_languages, max_per_language=generation.max_prompts_per_language)
     label = "generate (fine-tuned)" if adapter else "generate (base)"
-    return generate_for_targets(_model_under_test(model, adapter), prompts, generation, desc=label)
+    return generate_for_targets(load_model_under_test(model, adapter and adapter.path), prompts, generation, desc=label)
 
 
 def _perspective_key(secret_name: str) -> str | None:
@@ -60,4 +53,4 @@ def evaluate_knowledge(
     adapter: AdapterDirectory | None = None,
 ) -> Annotated[dict[str, dict[str, float]], "knowledge"]:
     """Knowledge probes (perplexity on held-out NEUTRAL test sentences) of the model under test."""
-    return run_probes(_model_under_test(model, adapter), select(pairs, "test", target_languages), knowledge)
+    return run_probes(load_model_under_test(model, adapter and adapter.path), select(pairs, "test", target_languages), knowledge)
