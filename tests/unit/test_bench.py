@@ -81,8 +81,8 @@ def test_chunked_perplexity_matches_full_logits(tiny_model_dir, pairs, monkeypat
     torch.testing.assert_close(chunked_token_nll(hidden, scaled, targets)[0], expected)
 
 
-def test_zenml_overhead_times_the_quickstart_pipeline_itself():
-    sys.path.insert(0, str(REPO_ROOT))
+def test_zenml_overhead_times_the_quickstart_pipeline_itself(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO_ROOT))
     from benchmarks.bench import QUICK, BenchSettings, pipeline_config
 
     model = ModelConfig(name_or_path="/models/gemma-3-270m")
