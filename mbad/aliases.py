@@ -37,6 +37,7 @@ from mbad.config import StrictConfig
 logger = logging.getLogger(__name__)
 
 ALIASES = ("champion", "previous")
+JOURNAL = {"acquired_at", "before", "after"}  # the lock's tags that describe its move
 Aliases = dict[str, str | None]
 
 
@@ -144,7 +145,16 @@ def recover(client: MlflowClient, model_name: str, config: AliasMoveConfig, forc
         if error.error_code == "RESOURCE_DOES_NOT_EXIST":
             return None
         raise unavailable(client, f"read the lock of '{model_name}'", error) from error
-    age = time.time() - float(lock.tags.get("acquired_at", 0))
+    if not JOURNAL <= lock.tags.keys():
+        # MLflow reads a registered model and its tags in two queries: a lock being released (or
+        # taken) between them reads without its tags. That is no stale lock; the caller polls again.
+        if not force:
+            return None
+        raise AliasMoveError(
+            f"the lock '{lock_name(model_name)}' has no journal (tags: {sorted(lock.tags)}): another move is taking "
+            "or releasing it, or it was made by hand. Nothing was changed; run again.", restored=False,
+        )
+    age = time.time() - float(lock.tags["acquired_at"])
     if not force and age < config.lock_stale_s:
         return None
     before, after = json.loads(lock.tags["before"]), json.loads(lock.tags["after"])

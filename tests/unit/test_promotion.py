@@ -191,6 +191,18 @@ def test_a_stale_lock_is_recovered_from_its_journal(client, tmp_path):
     assert read_aliases(client, "m") == {"champion": v3, "previous": v1}
 
 
+def test_a_lock_read_without_its_journal_is_left_alone(client, tmp_path):
+    # What a reader sees of a lock released between MLflow's read of the model and of its tags.
+    (v1,) = register(client, tmp_path, [{}])
+    client.set_registered_model_alias("m", "champion", v1)
+    client.create_registered_model(lock_name("m"))
+    assert recover(client, "m", FAST) is None  # not stale: the caller polls again
+    with pytest.raises(AliasMoveError, match="has no journal"):
+        recover(client, "m", FAST, force=True)
+    assert read_aliases(client, "m") == {"champion": v1, "previous": None}
+    assert client.search_registered_models(f"name='{lock_name('m')}'")
+
+
 def test_rollback_target_walks_back_the_promotion_chain(client, tmp_path):
     v1, v2, v3 = register(client, tmp_path, [{}, {"promotion.replaced": "1"}, {"promotion.replaced": "2"}])
     assert rollback_target(client, "m", {"champion": v3, "previous": v2}) == {"champion": v2, "previous": v1}
