@@ -17,12 +17,12 @@ from PIL import Image
 
 from mbad.config import DetoxConfig
 from mbad.data import fingerprint, load_pairs, resolve_source, select
+from mbad.eval.judges import make_judge, score_frame
+from mbad.eval.judges.classifier import auc_by_language, train_classifier
+from mbad.eval.metrics import compare_models, toxicity_by_language
+from mbad.eval.probes import run_probes
 from mbad.generation import generate_for_targets
-from mbad.judges import make_judge, score_frame
-from mbad.judges.classifier import auc_by_language, train_classifier
-from mbad.knowledge import run_probes
 from mbad.languages import LanguageRegistry
-from mbad.metrics import compare_models, toxicity_by_language
 from mbad.registry import register_adapter, version_tags
 from mbad.report import metrics_for_mlflow, plot_comparison, render_html
 from mbad.tracking import ensure_experiments
@@ -68,7 +68,7 @@ def run_quickstart_directly(config: DetoxConfig, home: Path, experiment: str = "
         evaluate("base", None)
         train = config.train
         with step("train_adapter"):
-            neutral = select(pairs, "train", train.source_languages, train.fraction, train.max_examples_per_language, train.seed)
+            neutral = select(pairs, "train", train.source_languages, train.fraction, train.max_examples_per_language, train.seed, role="adapter")
             key = checkpoint_key(config.model, train, data_hash)
             adapter_dir = home / "adapters" / key
             summary = train_lora_adapter(neutral["neutral"].tolist(), config.model, train, adapter_dir, home / "checkpoints" / key)

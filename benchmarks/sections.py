@@ -287,7 +287,7 @@ def measure_judge(pairs, repeats: int) -> dict:
     """The offline classifier judge (fitted on the train split) scoring the test sentences, CPU."""
     from mbad.config import ClassifierJudgeConfig
     from mbad.data import select
-    from mbad.judges.classifier import ClassifierJudge, train_classifier
+    from mbad.eval.judges.classifier import ClassifierJudge, train_classifier
 
     judge = ClassifierJudge(train_classifier(select(pairs, "train"), ClassifierJudgeConfig()))
     test = select(pairs, "test")

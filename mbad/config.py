@@ -49,6 +49,18 @@ class DataConfig(StrictConfig):
     # over toxic) still fails. Every other check must hold for every row.
     script_mostly: float = 0.98
     differs_mostly: float = 0.98
+    # The train split is cut in two per language: the first `judge_share` of its pairs train
+    # the offline toxicity judge, the rest are the adapters' training pool. The judge never
+    # learns from a sentence an adapter learns from, so echoing training sentences earns no
+    # "detoxification" from the judge (see `judge_style_bias/<lang>`).
+    judge_share: float = 0.5
+
+    @field_validator("judge_share")
+    @classmethod
+    def _judge_share_in_range(cls, value: float) -> float:
+        if not 0 < value < 1:
+            raise ValueError(f"data.judge_share must be in (0, 1): the judge and the adapters each need pairs, got {value}")
+        return value
 
 
 class ModelConfig(StrictConfig):

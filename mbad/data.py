@@ -20,6 +20,8 @@ import pandas as pd
 from mbad.config import REPO_ROOT, DataConfig
 
 COLUMNS = ["lang", "split", "pair_id", "toxic", "neutral", "toxic_file", "neutral_file", "utf8_ok", "readable"]
+# Who may learn from a pair: `judge` (the offline toxicity judge), `adapter` (fine-tuning), `test`.
+ROLES = ("judge", "adapter", "test")
 SPLITS = ("train", "test")
 _FILE_PATTERN = re.compile(r"^(?P<lang>[a-z]{2,3})_(?P<split>train|test)_(?P<kind>toxic|neutral)\.csv$")
 DEFAULT_LOCAL_DIR = REPO_ROOT.parent / "shared" / "data" / "multiparadetox"
@@ -57,11 +59,26 @@ def fingerprint(source: str) -> str:
 
 
 def load_pairs(config: DataConfig) -> pd.DataFrame:
-    """Load every language found in the configured source (see `resolve_source`)."""
+    """Load every language found in the configured source (see `resolve_source`), with each
+    pair's `role` (see `assign_roles`)."""
     source = resolve_source(config)
     if source.startswith("hf:"):
-        return _load_hf(source[3:], config.split_seed, config.train_size)
-    return load_directory(Path(source))
+        pairs = _load_hf(source[3:], config.split_seed, config.train_size)
+    else:
+        pairs = load_directory(Path(source))
+    return assign_roles(pairs, config.judge_share)
+
+
+def assign_roles(pairs: pd.DataFrame, judge_share: float) -> pd.DataFrame:
+    """A `role` column: test pairs are `test`; of each language's train pairs, the first
+    `judge_share` (by row, the released files are already shuffled) are `judge`, the rest
+    `adapter`. Disjoint by construction, and the same for every run on the same files."""
+    table = pairs.copy()
+    row = table.groupby(["lang", "split"]).cumcount()
+    n_train = table.groupby(["lang", "split"])["pair_id"].transform("size")
+    is_train = table["split"] == "train"
+    table["role"] = np.where(~is_train, "test", np.where(row < (n_train * judge_share).round(), "judge", "adapter"))
+    return table
 
 
 def load_directory(directory: Path) -> pd.DataFrame:
@@ -168,9 +185,15 @@ def select(
     fraction: float = 1.0,
     max_per_language: int | None = None,
     seed: int = 42,
+    role: str | None = None,
 ) -> pd.DataFrame:
-    """Rows of one split for some languages; `fraction` samples each language with `seed`."""
+    """Rows of one split for some languages; `fraction` samples each language with `seed`.
+    `role` (`judge`, `adapter`) keeps only the pairs of that part of the split."""
     rows = pairs[pairs["split"] == split]
+    if role is not None:
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}; known: {list(ROLES)}")
+        rows = rows[rows["role"] == role]
     if languages is not None:
         missing = sorted(set(languages) - set(rows["lang"]))
         if missing:

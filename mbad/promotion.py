@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field, ValidationError
 from mbad.aliases import AliasMoveConfig, read_aliases, unavailable
 from mbad.config import DetoxConfig, ModelConfig, StrictConfig
 from mbad.data import fingerprint, resolve_source
-from mbad.metrics import compare_models, percent_change, toxicity_by_language
+from mbad.eval.metrics import compare_models, percent_change, toxicity_by_language
 from mbad.report import metrics_for_mlflow
 
 Role = Literal["base", "challenger", "champion"]

@@ -8,9 +8,9 @@ from zenml.client import Client
 
 from mbad.config import GenerationConfig, JudgeConfig, KnowledgeConfig, ModelConfig
 from mbad.data import select
+from mbad.eval.judges import make_judge, score_frame
+from mbad.eval.probes import run_probes
 from mbad.generation import generate_for_targets
-from mbad.judges import make_judge, score_frame
-from mbad.knowledge import run_probes
 from mbad.training import AdapterDirectory, load_model_under_test
 
 

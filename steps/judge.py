@@ -6,7 +6,7 @@ from zenml import log_metadata, step
 
 from mbad.config import JudgeConfig
 from mbad.data import select
-from mbad.judges.classifier import auc_by_language, train_classifier
+from mbad.eval.judges.classifier import auc_by_language, train_classifier
 
 
 @step

@@ -8,7 +8,7 @@ from zenml import get_step_context, log_metadata, step
 from zenml.types import HTMLString
 
 from mbad.config import DetoxConfig
-from mbad.metrics import compare_models, toxicity_by_language
+from mbad.eval.metrics import compare_models, toxicity_by_language
 from mbad.registry import register_adapter, version_tags
 from mbad.report import format_table, metrics_for_mlflow, plot_comparison, png_to_image, render_html
 from mbad.training import AdapterDirectory

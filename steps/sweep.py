@@ -7,8 +7,8 @@ from zenml import get_step_context, log_metadata, step
 from zenml.types import HTMLString
 
 from mbad.config import SweepConfig
+from mbad.eval.metrics import toxicity_by_language
 from mbad.languages import LanguageRegistry
-from mbad.metrics import toxicity_by_language
 from mbad.report import images_html, plot_matrix, png_to_image
 from mbad.representations import confusion_frame
 from mbad.sweep import RESULT_COLUMNS, Setting, aggregate_by_script, tidy_rows, transfer_matrix

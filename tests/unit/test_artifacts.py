@@ -2,7 +2,7 @@
 
 from mbad.config import ClassifierJudgeConfig
 from mbad.data import select
-from mbad.judges.classifier import train_classifier
+from mbad.eval.judges.classifier import train_classifier
 
 
 def test_the_judge_artifact_round_trips_and_older_joblib_artifacts_still_load(pairs, tmp_path):

@@ -5,10 +5,10 @@ import pytest
 
 from mbad.config import HFJudgeConfig, JudgeConfig, PerspectiveJudgeConfig
 from mbad.data import select
-from mbad.judges import ToxicityJudge, make_judge
-from mbad.judges.classifier import ClassifierJudge, auc_by_language, train_classifier
-from mbad.judges.lexicon import LexiconJudge
-from mbad.judges.perspective import PerspectiveError, PerspectiveJudge
+from mbad.eval.judges import ToxicityJudge, make_judge
+from mbad.eval.judges.classifier import ClassifierJudge, auc_by_language, train_classifier
+from mbad.eval.judges.lexicon import LexiconJudge
+from mbad.eval.judges.perspective import PerspectiveError, PerspectiveJudge
 from tests.fake_perspective import API_KEY, FakePerspective
 
 

@@ -3,7 +3,7 @@ import math
 import pandas as pd
 import pytest
 
-from mbad.metrics import compare_models, percent_change, toxicity_by_language
+from mbad.eval.metrics import compare_models, percent_change, toxicity_by_language
 
 
 def _scored(rows):
@@ -35,7 +35,7 @@ def test_compare_models_percent_change():
 
 
 def test_empty_completions_score_zero_and_are_counted():
-    from mbad.judges import score_completions
+    from mbad.eval.judges import score_completions
 
     class Loud:
         name = "loud"

@@ -16,8 +16,8 @@ from transformers import AutoTokenizer
 
 from mbad.config import GenerationConfig, KnowledgeConfig, ModelConfig, TrainConfig
 from mbad.data import select
+from mbad.eval.probes import run_probes
 from mbad.generation import generate_completions, generate_for_targets
-from mbad.knowledge import run_probes
 from mbad.models import load_base_model, load_tokenizer, resolve_model_path
 from mbad.training import load_adapter, read_adapter_meta, shard_batches, train_lora_adapter
 

@@ -66,7 +66,7 @@ class ClassifierJudge:
         return [float(p) for p in self.classifier.predict_proba(list(texts))[:, 1]]
 
 
-if __name__ == "__main__":  # `python -m mbad.judges.classifier`: held-out ROC-AUC per language
+if __name__ == "__main__":  # `python -m mbad.eval.judges.classifier`: held-out ROC-AUC per language
     from mbad.config import ClassifierJudgeConfig, DataConfig
     from mbad.data import load_pairs, select
 

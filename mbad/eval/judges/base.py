@@ -22,17 +22,17 @@ class ToxicityJudge(Protocol):
 def make_judge(config: JudgeConfig, classifier: Any = None, api_key: str | None = None) -> ToxicityJudge:
     """Build the configured judge. `classifier` is the fitted offline model for `classifier`."""
     if config.backend == "classifier":
-        from mbad.judges.classifier import ClassifierJudge
+        from mbad.eval.judges.classifier import ClassifierJudge
 
         if classifier is None:
             raise ValueError("judge.backend=classifier needs the trained classifier (the train_judge step)")
         return ClassifierJudge(classifier)
     if config.backend == "lexicon":
-        from mbad.judges.lexicon import LexiconJudge
+        from mbad.eval.judges.lexicon import LexiconJudge
 
         return LexiconJudge()
     if config.backend == "perspective":
-        from mbad.judges.perspective import PerspectiveJudge
+        from mbad.eval.judges.perspective import PerspectiveJudge
 
         if not api_key:
             raise ValueError(
@@ -41,7 +41,7 @@ def make_judge(config: JudgeConfig, classifier: Any = None, api_key: str | None 
             )
         return PerspectiveJudge(api_key, config.perspective)
     if config.backend == "hf":
-        from mbad.judges.hf import HFJudge
+        from mbad.eval.judges.hf import HFJudge
 
         return HFJudge(config.hf)
     raise ValueError(f"unknown judge backend {config.backend!r}")
