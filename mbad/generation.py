@@ -5,7 +5,8 @@ Only the completion is returned (and later scored), never the prompt.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import hashlib
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import pandas as pd
@@ -29,10 +30,21 @@ class TopKTopPSampler(LogitsProcessor):
     drawn from. Same distribution as HF's TopK -> TopP warpers. Our decoding loop calls
     `draw`; as a logits processor (encoder-decoder models, through `generate`) it returns a
     row that is -inf except at the drawn token, so `generate` runs greedily on top of it.
+
+    Each row draws with its own uniform numbers (`uniforms`: rows x steps, see
+    `stream_uniforms`) by inverting the candidates' CDF: a row's draw depends on its own
+    stream only, not on the batch it sits in, and two models given the same stream are
+    sampled with common random numbers.
     """
 
     def __init__(self, temperature: float, top_k: int, top_p: float):
         self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
+        self.uniforms: torch.Tensor | None = None
+        self.step = 0
+
+    def start(self, uniforms: torch.Tensor) -> None:
+        """Begin a batch: one row of uniform numbers per sequence, one column per new token."""
+        self.uniforms, self.step = uniforms, 0
 
     def candidates(self, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(token ids, unnormalised probabilities) of the tokens that may be drawn, per row."""
@@ -46,9 +58,18 @@ class TopKTopPSampler(LogitsProcessor):
         return top_ids, probs
 
     def draw(self, scores: torch.Tensor) -> torch.Tensor:
-        """One token id per row."""
+        """One token id per row, from this step's column of each row's stream."""
         top_ids, probs = self.candidates(scores)
-        return top_ids.gather(-1, torch.multinomial(probs, num_samples=1)).squeeze(-1)
+        cdf = probs.cumsum(dim=-1)
+        if self.uniforms is None:  # not started: torch's global generator, as torch.multinomial would use
+            column = torch.rand(probs.shape[0], device=cdf.device, dtype=cdf.dtype)
+        else:
+            column = self.uniforms[:, self.step].to(cdf.device, cdf.dtype)
+            self.step += 1
+        u = column[:, None] * cdf[:, -1:]
+        # The first candidate whose cumulative mass exceeds u (float rounding: never past the last).
+        index = (cdf <= u).sum(dim=-1, keepdim=True).clamp(max=probs.shape[-1] - 1)
+        return top_ids.gather(-1, index).squeeze(-1)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         drawn = self.draw(scores)
@@ -87,6 +108,18 @@ def weight_major_output_layer(model: torch.nn.Module) -> Iterator[None]:
         yield
     finally:
         del head.forward
+
+
+def stream_uniforms(stream_keys: Sequence[str], steps: int, seed: int) -> torch.Tensor:
+    """(len(stream_keys), steps) uniform numbers in [0, 1): row i comes from a generator seeded
+    by (seed, stream_keys[i]) alone, so a sequence's random stream never depends on which other
+    sequences share its batch, on the batch size or on the device."""
+    rows = []
+    for key in stream_keys:
+        digest = hashlib.sha256(f"{seed}\0{key}".encode()).digest()
+        generator = torch.Generator().manual_seed(int.from_bytes(digest[:8], "little"))
+        rows.append(torch.rand(steps, generator=generator, dtype=torch.float64))
+    return torch.stack(rows) if rows else torch.empty(0, steps, dtype=torch.float64)
 
 
 def _stop_token_ids(model, tokenizer) -> list[int]:
@@ -144,19 +177,25 @@ def _generate_seq2seq(loaded: LoadedModel, rows: list[list[int]], config: Genera
 
 @torch.inference_mode()
 def generate_completions(
-    loaded: LoadedModel, prompts: list[str], config: GenerationConfig, desc: str = "generate"
+    loaded: LoadedModel, prompts: list[str], config: GenerationConfig, desc: str = "generate",
+    prompt_keys: Sequence[str] | None = None,
 ) -> list[list[str]]:
     """`config.num_samples` completions per prompt, in prompt order.
 
     Prompts are tokenized once and batched longest first, so that a batch holds prompts
-    of similar length and left padding wastes little compute.
+    of similar length and left padding wastes little compute. Sample k of a prompt draws from
+    the random stream (config.seed, prompt key, k), the prompt key being `prompt_keys[i]` (the
+    pair id) or else the prompt itself: the base and the fine-tuned model sample a prompt with
+    the same stream (paired, common random numbers), whatever the batch or the other prompts.
     """
     tokenizer = loaded.tokenizer
     tokenizer.padding_side = "left"
     encoded = tokenizer(prompts, add_special_tokens=True)["input_ids"]
     order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
     completions: list[list[str]] = [[] for _ in prompts]
-    torch.manual_seed(config.seed)
+    keys = list(prompt_keys) if prompt_keys is not None else list(prompts)
+    if len(keys) != len(prompts):
+        raise ValueError(f"{len(prompts)} prompts but {len(keys)} prompt keys")
     sampler = TopKTopPSampler(config.temperature, config.top_k, config.top_p) if config.temperature > 0 else None
     generate = _generate_seq2seq if loaded.is_seq2seq else _decode
     with weight_major_output_layer(loaded.model), tqdm(total=len(prompts), desc=desc, unit="prompt", leave=False) as progress:
@@ -164,6 +203,9 @@ def generate_completions(
             batch_ids = order[start:start + config.batch_size]
             # Each prompt repeated num_samples times, next to each other (as HF's num_return_sequences does).
             rows = [encoded[i] for i in batch_ids for _ in range(config.num_samples)]
+            if sampler is not None:
+                streams = [f"{keys[i]}\0{k}" for i in batch_ids for k in range(config.num_samples)]
+                sampler.start(stream_uniforms(streams, config.max_new_tokens, config.seed))
             texts = tokenizer.batch_decode(generate(loaded, rows, config, sampler), skip_special_tokens=True)
             for row, text in enumerate(texts):
                 completions[batch_ids[row // config.num_samples]].append(text.strip())
@@ -179,7 +221,7 @@ def generate_for_targets(
     Returns one row per sample: pair_id, lang, sample, prompt, completion.
     """
     prompts = build_prompts(test_pairs["toxic"].tolist(), config.prompt_template)
-    completions = generate_completions(loaded, prompts, config, desc=desc)
+    completions = generate_completions(loaded, prompts, config, desc=desc, prompt_keys=test_pairs["pair_id"].tolist())
     rows = [
         {"pair_id": pair_id, "lang": lang, "sample": k, "prompt": prompt, "completion": text}
         for pair_id, lang, prompt, samples in zip(test_pairs["pair_id"], test_pairs["lang"], prompts, completions)
