@@ -1,0 +1,121 @@
+"""Intervals for every figure: a paired bootstrap that resamples prompts (or probe items).
+
+Every per-language figure mbad reports is a ratio of sums over clusters: a mean toxicity is
+(sum of scores) / (number of judged completions), a perplexity is exp(summed NLL / tokens), an
+accuracy is (correct) / (items). A cluster is one prompt with all its k samples (or one probe
+item). The base and the fine-tuned model are measured on the same clusters, so one resample
+of clusters is applied to both: the interval of their difference is paired, and much narrower
+than two independent intervals would suggest when the two models agree on which prompts are
+hard. Intervals are percentile intervals over `n_resamples` resamples, seeded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+Transform = Callable[[np.ndarray], np.ndarray]
+
+
+def identity(values: np.ndarray) -> np.ndarray:
+    return values
+
+
+TRANSFORMS: dict[str, Transform] = {"mean": identity, "exp": np.exp}
+
+
+@dataclass(frozen=True)
+class BootstrapConfig:
+    n_resamples: int = 2000
+    confidence: float = 0.95
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Interval:
+    value: float
+    low: float
+    high: float
+
+    def excludes_zero(self) -> bool:
+        return self.low > 0 or self.high < 0
+
+
+@dataclass(frozen=True)
+class PairedEstimate:
+    """Base, fine-tuned, their difference and the % change, each with its interval; n clusters."""
+
+    base: Interval
+    tuned: Interval
+    diff: Interval
+    change_pct: Interval
+    n: int
+
+    def as_dict(self) -> dict[str, float]:
+        flat: dict[str, float] = {"n": float(self.n)}
+        for part in ("base", "tuned", "diff", "change_pct"):
+            for key, value in asdict(getattr(self, part)).items():
+                flat[f"{part}_{key}" if key != "value" else part] = value
+        return flat
+
+
+def stream_seed(seed: int, *labels: str) -> int:
+    """A seed for one figure's resampling, from the run's seed and the figure's labels
+    (so that adding a language or a metric does not change another's interval)."""
+    digest = hashlib.sha256("\0".join([str(seed), *labels]).encode()).digest()
+    return int.from_bytes(digest[:8], "little")
+
+
+def resample_indices(n_clusters: int, config: BootstrapConfig, *labels: str) -> np.ndarray:
+    """(n_resamples, n_clusters) cluster indices drawn with replacement."""
+    rng = np.random.default_rng(stream_seed(config.seed, *labels))
+    return rng.integers(0, n_clusters, size=(config.n_resamples, n_clusters))
+
+
+def _ratio(numerators: np.ndarray, denominators: np.ndarray, transform: Transform) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return transform(numerators / denominators)
+
+
+def _interval(point: float, draws: np.ndarray, confidence: float) -> Interval:
+    finite = draws[np.isfinite(draws)]
+    if not math.isfinite(point) or len(finite) < 0.9 * len(draws):
+        return Interval(point, math.nan, math.nan)
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(finite, [tail, 100 - tail])
+    return Interval(float(point), float(low), float(high))
+
+
+def paired_ratio_bootstrap(
+    base_num: np.ndarray, base_den: np.ndarray, tuned_num: np.ndarray, tuned_den: np.ndarray,
+    transform: str = "mean", config: BootstrapConfig = BootstrapConfig(), labels: tuple[str, ...] = (),
+) -> PairedEstimate:
+    """Paired bootstrap of transform(sum num / sum den) for base and fine-tuned, cluster i of
+    each array being the same prompt (or item) for both models."""
+    arrays = [np.asarray(a, dtype=float) for a in (base_num, base_den, tuned_num, tuned_den)]
+    n = len(arrays[0])
+    if any(len(a) != n for a in arrays):
+        raise ValueError("paired bootstrap: base and fine-tuned need one value per shared cluster")
+    if n == 0:
+        nan = Interval(math.nan, math.nan, math.nan)
+        return PairedEstimate(nan, nan, nan, nan, 0)
+    f = TRANSFORMS[transform]
+    base_point = float(_ratio(arrays[0].sum(), arrays[1].sum(), f))
+    tuned_point = float(_ratio(arrays[2].sum(), arrays[3].sum(), f))
+    index = resample_indices(n, config, *labels)
+    base_draws = _ratio(arrays[0][index].sum(1), arrays[1][index].sum(1), f)
+    tuned_draws = _ratio(arrays[2][index].sum(1), arrays[3][index].sum(1), f)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        change_draws = (tuned_draws - base_draws) / base_draws * 100
+        change_point = (tuned_point - base_point) / base_point * 100 if base_point else math.nan
+    return PairedEstimate(
+        base=_interval(base_point, base_draws, config.confidence),
+        tuned=_interval(tuned_point, tuned_draws, config.confidence),
+        diff=_interval(tuned_point - base_point, tuned_draws - base_draws, config.confidence),
+        change_pct=_interval(change_point, change_draws, config.confidence),
+        n=n,
+    )
