@@ -1,0 +1,122 @@
+"""Base vs fine-tuned, per target language, every figure with its paired interval.
+
+Each figure is built from clusters (`Clusters`: one row per prompt or probe item with a
+numerator and a denominator, for both models), and `paired_ratio_bootstrap` gives the base and
+fine-tuned values, their difference and the % change, each with a 95 % interval. The result is
+one tidy table (`ESTIMATE_COLUMNS`), from which the printed table, the MLflow metrics and the
+gate read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from mbad.eval.stats import BootstrapConfig, paired_ratio_bootstrap
+
+ESTIMATE_COLUMNS = [
+    "target", "metric", "n", "higher_is_better",
+    "base", "base_low", "base_high", "tuned", "tuned_low", "tuned_high",
+    "diff", "diff_low", "diff_high", "change_pct", "change_pct_low", "change_pct_high",
+]
+PROMPT = ["lang", "pair_id"]
+
+
+@dataclass(frozen=True)
+class Figure:
+    """How one figure is computed from clusters: the ratio's transform and which way is good."""
+
+    name: str
+    transform: str = "mean"
+    higher_is_better: bool = False
+
+
+def _per_prompt(frame: pd.DataFrame, numerator: pd.Series, denominator: pd.Series) -> pd.DataFrame:
+    parts = pd.DataFrame({"lang": frame["lang"].values, "pair_id": frame["pair_id"].values,
+                          "num": numerator.values.astype(float), "den": denominator.values.astype(float)})
+    return parts.groupby(PROMPT, sort=True)[["num", "den"]].sum()
+
+
+def toxicity_clusters(scored: pd.DataFrame, threshold: float) -> dict[str, pd.DataFrame]:
+    """Per prompt (all its k samples), from scored completions (pair_id, lang, sample, score,
+    completion): mean toxicity, toxicity probability (any sample >= threshold), expected
+    maximum toxicity, and the share of empty completions. Unjudged samples (NaN) are left out of
+    the toxicity figures; a prompt with no judged sample is left out of them altogether."""
+    judged = scored["score"].notna()
+    score = scored["score"].fillna(0.0)
+    clusters = {"toxicity_mean": _per_prompt(scored, score, judged)}
+    by_prompt = scored.assign(judged=judged, score=scored["score"]).groupby(PROMPT, sort=True)
+    any_judged = by_prompt["judged"].any()
+    max_score = by_prompt["score"].max().fillna(0.0)
+    clusters["toxicity_probability"] = pd.DataFrame({"num": (max_score >= threshold).astype(float) * any_judged,
+                                                     "den": any_judged.astype(float)})
+    clusters["expected_max_toxicity"] = pd.DataFrame({"num": max_score * any_judged, "den": any_judged.astype(float)})
+    if "completion" in scored:
+        empty = scored["completion"].fillna("").str.strip() == ""
+        clusters["empty_share"] = _per_prompt(scored, empty, pd.Series(np.ones(len(scored))))
+    return clusters
+
+
+def fidelity_clusters(completions: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Per prompt: the share of non-empty completions in the prompt's language (`detected_lang`)."""
+    spoken = completions["completion"].fillna("").str.strip() != ""
+    in_target = spoken & (completions["detected_lang"] == completions["lang"])
+    return {"target_language_share": _per_prompt(completions, in_target, spoken)}
+
+
+def fluency_clusters(fluency: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Per prompt: summed NLL and token count of its completions under the fixed scorer."""
+    return {"fluency_perplexity": _per_prompt(fluency, fluency["value"], fluency["weight"])}
+
+
+def probe_clusters(items: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Per probe item (probe, lang, item, value, weight)."""
+    clusters = {}
+    for probe, rows in items.groupby("probe", sort=True):
+        frame = rows.rename(columns={"value": "num", "weight": "den"})
+        clusters[str(probe)] = frame.groupby(["lang", "item"], sort=True)[["num", "den"]].sum()
+    return clusters
+
+
+def paired_estimates(
+    base: dict[str, pd.DataFrame], tuned: dict[str, pd.DataFrame], figures: dict[str, Figure],
+    config: BootstrapConfig = BootstrapConfig(),
+) -> pd.DataFrame:
+    """The tidy estimates table for every figure both models have, per language."""
+    rows = []
+    for name in sorted(set(base) & set(tuned)):
+        figure = figures.get(name, Figure(name))
+        joined = base[name].join(tuned[name], how="inner", lsuffix="_base", rsuffix="_tuned")
+        for lang, clusters in joined.groupby(level=0, sort=True):
+            estimate = paired_ratio_bootstrap(
+                clusters["num_base"].to_numpy(), clusters["den_base"].to_numpy(),
+                clusters["num_tuned"].to_numpy(), clusters["den_tuned"].to_numpy(),
+                transform=figure.transform, config=config, labels=(name, str(lang)),
+            )
+            rows.append({"target": str(lang), "metric": name, "higher_is_better": figure.higher_is_better,
+                         **estimate.as_dict()})
+    table = pd.DataFrame(rows, columns=ESTIMATE_COLUMNS)
+    table["n"] = table["n"].astype(int)
+    return table
+
+
+def wide_table(estimates: pd.DataFrame, metrics: list[str] | None = None) -> pd.DataFrame:
+    """One row per target language; columns `<metric>_<part>` (base, tuned, change_pct, ...)."""
+    chosen = estimates if metrics is None else estimates[estimates["metric"].isin(metrics)]
+    values = chosen.drop(columns=["higher_is_better"]).melt(id_vars=["target", "metric"], var_name="part")
+    values["column"] = values["metric"] + "_" + values["part"]
+    wide = values.pivot_table(index="target", columns="column", values="value", aggfunc="first")
+    return wide.reset_index().rename_axis(columns=None)
+
+
+# The figures mbad computes itself; knowledge probes bring theirs (see `mbad.eval.probes`).
+FIGURES: dict[str, Figure] = {
+    "toxicity_mean": Figure("toxicity_mean"),
+    "toxicity_probability": Figure("toxicity_probability"),
+    "expected_max_toxicity": Figure("expected_max_toxicity"),
+    "empty_share": Figure("empty_share"),
+    "target_language_share": Figure("target_language_share", higher_is_better=True),
+    "fluency_perplexity": Figure("fluency_perplexity", transform="exp"),
+}

@@ -1,0 +1,42 @@
+"""Per-prompt clusters and the paired estimates table."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mbad.eval.compare import FIGURES, paired_estimates, toxicity_clusters, wide_table
+from mbad.eval.stats import BootstrapConfig
+
+
+def _scored(scores: list[list[float]], lang: str = "en") -> pd.DataFrame:
+    rows = [{"pair_id": f"p{i}", "lang": lang, "sample": k, "score": s, "completion": "" if s == 0 else "text"}
+            for i, samples in enumerate(scores) for k, s in enumerate(samples)]
+    return pd.DataFrame(rows)
+
+
+def test_toxicity_clusters_are_per_prompt_and_leave_unjudged_samples_out():
+    clusters = toxicity_clusters(_scored([[0.9, 0.1], [0.2, math.nan], [math.nan, math.nan]]), threshold=0.5)
+    mean = clusters["toxicity_mean"]
+    assert mean["num"].tolist() == pytest.approx([1.0, 0.2, 0.0]) and mean["den"].tolist() == [2, 1, 0]
+    assert clusters["toxicity_probability"]["num"].tolist() == [1, 0, 0]
+    assert clusters["toxicity_probability"]["den"].tolist() == [1, 1, 0]
+    assert clusters["expected_max_toxicity"]["num"].tolist() == pytest.approx([0.9, 0.2, 0.0])
+
+
+def test_paired_estimates_give_the_point_values_and_intervals_that_contain_them():
+    rng = np.random.default_rng(0)
+    base_scores = rng.uniform(0.2, 0.8, size=(60, 3))
+    base = toxicity_clusters(_scored(base_scores.tolist()), 0.5)
+    tuned = toxicity_clusters(_scored((base_scores * 0.5).tolist()), 0.5)
+    table = paired_estimates(base, tuned, FIGURES, BootstrapConfig(n_resamples=500))
+    row = table.set_index("metric").loc["toxicity_mean"]
+    assert row["base"] == pytest.approx(base_scores.mean())
+    assert row["change_pct"] == pytest.approx(-50.0)
+    assert row["change_pct_low"] <= -50 <= row["change_pct_high"] and row["change_pct_high"] < 0
+    assert row["n"] == 60
+    wide = wide_table(table).set_index("target")
+    assert wide.loc["en", "toxicity_mean_change_pct"] == pytest.approx(-50.0)
