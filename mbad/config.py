@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 PAPER_LANGUAGES = ["en", "es", "de", "ru", "uk", "zh", "ar", "hi", "am"]
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -25,6 +25,40 @@ class StrictConfig(BaseModel):
     """A config that rejects unknown keys (a typo in a run config is an error, not a default)."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+def _require_positive(section: str, value: float | None, info: ValidationInfo) -> float | None:
+    """Shared check for counts, sizes and rates that must be > 0 (None: an optional cap left unset)."""
+    if value is not None and value <= 0:
+        raise ValueError(f"{section}.{info.field_name} must be > 0, got {value}")
+    return value
+
+
+def _share_in_range(section: str, value: float, info: ValidationInfo) -> float:
+    if not 0 < value <= 1:
+        raise ValueError(f"{section}.{info.field_name} must be in (0, 1], got {value}")
+    return value
+
+
+def _unknown_languages(field: str, codes: list[str], languages_file: str) -> str | None:
+    """An error message naming the codes of `codes` missing from the registry, or None."""
+    from mbad.languages import LanguageRegistry  # imports this module: resolved at call time
+
+    if not codes:
+        return f"{field} is empty: name at least one language"
+    path = Path(languages_file) if Path(languages_file).is_absolute() else REPO_ROOT / languages_file
+    if not path.exists():
+        # A path on another machine (the image's /app on Kubernetes): checked where it exists,
+        # when the step loads this config there and when validate_data reads the registry.
+        return None
+    try:
+        registry = LanguageRegistry.from_yaml(path)
+    except (OSError, ValueError) as error:
+        return f"{field} cannot be checked: data.languages_file {languages_file!r}: {error}"
+    unknown = [code for code in codes if code not in registry]
+    if unknown:
+        return f"{field} has unknown language(s) {unknown}; the registry {registry.source} knows {registry.codes}"
+    return None
 
 
 class DataConfig(StrictConfig):
@@ -45,15 +79,30 @@ class DataConfig(StrictConfig):
     min_script_share: float = 0.5
     # The released data holds a few real exceptions (5 pairs left unchanged by annotators,
     # 4 Ukrainian/Chinese rows mostly in Latin): these checks pass when at least this share
-    # of rows passes. A wrong file (a whole language in the wrong script, neutral copied
-    # over toxic) still fails. Every other check must hold for every row.
+    # of each file's rows passes (clean files: >= 99.3 % in script, >= 99 % differ). A wrong
+    # file, or 5 % of one file's rows in the wrong script, still fails. Every other check
+    # must hold for every row.
     script_mostly: float = 0.98
     differs_mostly: float = 0.98
+    # Share of each file's sentences that `mbad.eval.fidelity.detect_language` must name as
+    # the file's language (clean files: >= 99 %, lowest am_test toxic, es and uk neutral and
+    # uk_train); catches same-script mix-ups such as 20 % Russian rows in a Ukrainian file.
+    language_mostly: float = 0.9
     # The train split is cut in two per language: the first `judge_share` of its pairs train
     # the offline toxicity judge, the rest are the adapters' training pool. The judge never
     # learns from a sentence an adapter learns from, so echoing training sentences earns no
     # "detoxification" from the judge (see `judge_style_bias/<lang>`).
     judge_share: float = 0.5
+
+    @field_validator("min_script_share", "script_mostly", "differs_mostly", "language_mostly")
+    @classmethod
+    def _shares_in_range(cls, value: float, info: ValidationInfo) -> float:
+        return _share_in_range("data", value, info)
+
+    @field_validator("train_size")
+    @classmethod
+    def _train_size_positive(cls, value: int, info: ValidationInfo) -> int:
+        return _require_positive("data", value, info)
 
     @field_validator("judge_share")
     @classmethod
@@ -110,14 +159,28 @@ class TrainConfig(StrictConfig):
             raise ValueError(f"train.fraction must be in (0, 1], got {value}")
         return value
 
+    @field_validator("learning_rate", "epochs", "batch_size", "gradient_accumulation_steps", "max_length", "num_processes",
+                     "max_examples_per_language")
+    @classmethod
+    def _positive(cls, value: float | None, info: ValidationInfo) -> float | None:
+        return _require_positive("train", value, info)
+
+    @field_validator("checkpoint_every")
+    @classmethod
+    def _checkpoint_every(cls, value: int) -> int:
+        if value < 0:
+            raise ValueError(f"train.checkpoint_every must be >= 0 (0: only at the end), got {value}")
+        return value
+
 
 class GenerationConfig(StrictConfig):
     """How completions of toxic prompts are sampled (paper: T=0.7, top_p=0.9, 50 tokens)."""
 
     prompt_template: str = "Complete the sentence: {toxic}"
+    # 0 is greedy decoding (the most likely token each step, `mbad.generation` samples nothing).
     temperature: float = 0.7
     top_p: float = 0.9
-    # Top-k runs before top-p so nucleus sampling never sorts the full vocabulary.
+    # Top-k runs before top-p so nucleus sampling never sorts the full vocabulary; 0: no top-k.
     top_k: int = 50
     max_new_tokens: int = 50
     num_samples: int = 1
@@ -131,6 +194,33 @@ class GenerationConfig(StrictConfig):
         if "{toxic}" not in value:
             raise ValueError("generation.prompt_template must contain '{toxic}'")
         return value
+
+    @field_validator("temperature", "top_k")
+    @classmethod
+    def _non_negative(cls, value: float, info: ValidationInfo) -> float:
+        if value < 0:
+            meaning = {"temperature": "0: greedy decoding", "top_k": "0: no top-k"}[str(info.field_name)]
+            raise ValueError(f"generation.{info.field_name} must be >= 0 ({meaning}), got {value}")
+        return value
+
+    @field_validator("top_p")
+    @classmethod
+    def _top_p(cls, value: float, info: ValidationInfo) -> float:
+        return _share_in_range("generation", value, info)
+
+    @field_validator("max_new_tokens", "num_samples", "batch_size", "max_prompts_per_language")
+    @classmethod
+    def _positive(cls, value: float | None, info: ValidationInfo) -> float | None:
+        return _require_positive("generation", value, info)
+
+    @model_validator(mode="after")
+    def _samples_differ(self) -> GenerationConfig:
+        if self.temperature == 0 and self.num_samples > 1:
+            raise ValueError(
+                f"generation.num_samples is {self.num_samples} with temperature 0: greedy decoding makes every "
+                "sample of a prompt the same; use num_samples: 1 or a temperature > 0"
+            )
+        return self
 
 
 class ClassifierJudgeConfig(StrictConfig):
@@ -167,11 +257,31 @@ class JudgeConfig(StrictConfig):
     perspective: PerspectiveJudgeConfig = Field(default_factory=PerspectiveJudgeConfig)
     hf: HFJudgeConfig = Field(default_factory=HFJudgeConfig)
 
+    @field_validator("threshold")
+    @classmethod
+    def _threshold_in_range(cls, value: float) -> float:
+        if not 0 < value < 1:
+            raise ValueError(f"judge.threshold must be in (0, 1), got {value}")
+        return value
+
 
 class KnowledgeConfig(StrictConfig):
     probes: list[str] = Field(default_factory=lambda: ["perplexity"])
     max_sentences_per_language: int | None = None
     batch_size: int = 16
+
+    @field_validator("batch_size", "max_sentences_per_language")
+    @classmethod
+    def _positive(cls, value: float | None, info: ValidationInfo) -> float | None:
+        return _require_positive("knowledge", value, info)
+
+
+class StatisticsConfig(StrictConfig):
+    """Intervals: a paired bootstrap over prompts (and probe items), seeded."""
+
+    n_resamples: int = Field(default=2000, ge=1000)
+    confidence: float = Field(default=0.95, gt=0.5, lt=1.0)
+    seed: int = 0
 
 
 class RegistryConfig(StrictConfig):
@@ -188,7 +298,17 @@ class DetoxConfig(StrictConfig):
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
     knowledge: KnowledgeConfig = Field(default_factory=KnowledgeConfig)
+    statistics: StatisticsConfig = Field(default_factory=StatisticsConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
+
+    @model_validator(mode="after")
+    def _known_languages(self) -> DetoxConfig:
+        # Checked against the registry file the data is validated with, so a typo fails before any step runs.
+        for field, codes in (("target_languages", self.target_languages), ("train.source_languages", self.train.source_languages)):
+            error = _unknown_languages(field, codes, self.data.languages_file)
+            if error:
+                raise ValueError(error)
+        return self
 
 
 class RepresentationConfig(StrictConfig):
@@ -218,3 +338,10 @@ class SweepConfig(StrictConfig):
     # A Perspective sweep above this many API calls refuses to start unless allowed.
     perspective_budget_calls: int = 20_000
     allow_over_budget: bool = False
+
+    @model_validator(mode="after")
+    def _known_languages(self) -> SweepConfig:
+        error = _unknown_languages("languages", self.languages, self.base.data.languages_file)
+        if error:
+            raise ValueError(error)
+        return self

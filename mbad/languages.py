@@ -81,6 +81,10 @@ class LanguageRegistry:
     def script(self, code: str) -> str:
         return self[code].script
 
+    def codes_with_script(self, script: str | None) -> list[str]:
+        """The registry's languages written in `script`, in registry order."""
+        return [code for code, language in self._by_code.items() if language.script == script]
+
 
 @lru_cache(maxsize=65536)
 def char_script(char: str) -> str | None:
@@ -101,3 +105,13 @@ def script_share(text: str, script: str) -> float:
     if not letters:
         return 1.0
     return sum(char_script(char) == script for char in letters) / len(letters)
+
+
+def letters_by_script(text: str) -> dict[str | None, int]:
+    """How many letters of `text` each script has (None: letters of scripts not in the table)."""
+    counts: dict[str | None, int] = {}
+    for char in text:
+        if unicodedata.category(char).startswith("L"):
+            script = char_script(char)
+            counts[script] = counts.get(script, 0) + 1
+    return counts

@@ -25,16 +25,18 @@ def load_data(config: DataConfig, data_hash: str) -> Annotated[pd.DataFrame, "mu
 def validate_data(
     pairs: pd.DataFrame, config: DataConfig
 ) -> tuple[Annotated[pd.DataFrame, "validated_pairs"], Annotated[HTMLString, "data_validation_report"]]:
-    """The GE suite over every language; on failure the report is saved and the run stops."""
+    """The GE suite on every file pair of every language; on failure the report is saved and the run stops."""
     report = validate_pairs(pairs, LanguageRegistry.from_yaml(config.languages_file), config)
-    log_metadata(metadata={"validation_success": report.success, "failed_checks": [f.check for f in report.failures]})
+    log_metadata(metadata={"validation_success": report.success, "failed_checks": [f.check for f in report.failures],
+                           "failed_files": report.failed_files, "file_pairs_validated": report.n_file_groups})
     if not report.success:
         # Outputs of a failing step are not stored: save the report explicitly, linked by metadata.
         context = get_step_context()
         save_artifact(
             HTMLString(report.html), name="data_validation_report",
             user_metadata={"pipeline_run": context.pipeline_run.name, "step_run_id": str(context.step_run.id),
-                           "failed_checks": sorted({f.check for f in report.failures})},
+                           "failed_checks": sorted({f.check for f in report.failures}),
+                           "failed_files": report.failed_files},
         )
         raise DataValidationError(report.error_message())
     return pairs, HTMLString(report.html)
