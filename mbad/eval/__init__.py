@@ -2,5 +2,7 @@
 
 - `judges/`: toxicity judges behind one interface (`ToxicityJudge`), and their quality;
 - `probes/`: what detoxification costs in general ability (knowledge probes);
-- `metrics.py`: per-language toxicity figures and the base vs fine-tuned comparison.
+- `fidelity.py`: is a completion in the prompt's language, empty, repetitive;
+- `metrics.py`: per-language toxicity figures of one model;
+- `stats.py`, `compare.py`: base vs fine-tuned, every figure with its paired bootstrap interval.
 """
