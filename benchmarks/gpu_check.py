@@ -29,6 +29,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
 import mbad.eval.probes  # noqa: E402
+import mbad.eval.probes.scoring  # noqa: E402
 import mbad.training  # noqa: E402
 from benchmarks.sections import seed_loop_generate  # noqa: E402
 from mbad.config import GenerationConfig, ModelConfig, TrainConfig  # noqa: E402
@@ -213,17 +214,17 @@ def check_training(model_dir: Path, texts: list[str], sizes: Sizes, peaks: dict)
 def check_perplexity(loaded: LoadedModel, texts: list[str]) -> dict:
     """The fused output projection vs full logits, alternated twice, best of two."""
     seconds: dict[str, list[float]] = {"fused": [], "full_logits": []}
-    split = mbad.eval.probes.split_lm_head
+    split = mbad.eval.probes.scoring.split_lm_head
     peaks = {}
     for _ in range(2):
         for name in seconds:
-            mbad.eval.probes.split_lm_head = split if name == "fused" else (lambda model: None)
+            mbad.eval.probes.scoring.split_lm_head = split if name == "fused" else (lambda model: None)
             try:
                 reset_peak()
                 seconds[name].append(timed(mbad.eval.probes.mean_token_nll, loaded, texts, 64))
                 peaks[name] = peak_mb()
             finally:
-                mbad.eval.probes.split_lm_head = split
+                mbad.eval.probes.scoring.split_lm_head = split
     return {name: {"sentences_per_s": len(texts) / min(times), "peak_memory_mb": peaks[name], "seconds": times}
             for name, times in seconds.items()}
 

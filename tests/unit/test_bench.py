@@ -14,6 +14,7 @@ from peft import LoraConfig, get_peft_model
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
 import mbad.eval.probes
+import mbad.eval.probes.scoring
 import mbad.training
 from mbad.config import DetoxConfig, ModelConfig
 from mbad.data import select
@@ -70,7 +71,7 @@ def test_chunked_perplexity_matches_full_logits(tiny_model_dir, pairs, monkeypat
     texts = select(pairs, "test", ["en", "am"], max_per_language=4)["neutral"].tolist()
     monkeypatch.setattr(mbad.training, "_LOGITS_PER_CHUNK", 5 * loaded.model.config.vocab_size)
     chunked = mbad.eval.probes.mean_token_nll(loaded, texts, batch_size=3)
-    monkeypatch.setattr(mbad.eval.probes, "split_lm_head", lambda model: None)
+    monkeypatch.setattr(mbad.eval.probes.scoring, "split_lm_head", lambda model: None)
     assert chunked == pytest.approx(mbad.eval.probes.mean_token_nll(loaded, texts, batch_size=3), rel=1e-5)
     # A scaled head (Cohere's logit_scale) scales the logits before the softmax.
     head = split_lm_head(loaded.model)

@@ -16,7 +16,7 @@ from transformers import AutoTokenizer
 
 from mbad.config import GenerationConfig, KnowledgeConfig, ModelConfig, TrainConfig
 from mbad.data import select
-from mbad.eval.probes import run_probes
+from mbad.eval.probes import run_probes, summarise_probes
 from mbad.generation import generate_completions, generate_for_targets
 from mbad.models import load_base_model, load_tokenizer, resolve_model_path
 from mbad.training import load_adapter, read_adapter_meta, shard_batches, train_lora_adapter
@@ -83,8 +83,9 @@ def test_lora_training_lowers_the_loss_and_saves_an_adapter(tiny_model_dir, pair
     # The adapter changes the model: perplexity on its own training text falls.
     base = load_base_model(model_config)
     frame = pd.DataFrame({"lang": "en", "neutral": texts})
-    before = run_probes(base, frame, KnowledgeConfig())["perplexity"]["en"]
-    after = run_probes(load_adapter(base, tmp_path / "adapter"), frame, KnowledgeConfig())["perplexity"]["en"]
+    in_domain = KnowledgeConfig(probes=["indomain_perplexity"])
+    before = summarise_probes(run_probes(base, frame, in_domain))["indomain_perplexity"]["en"]
+    after = summarise_probes(run_probes(load_adapter(base, tmp_path / "adapter"), frame, in_domain))["indomain_perplexity"]["en"]
     assert after < before
 
 
@@ -109,8 +110,9 @@ def test_training_with_two_processes_shares_the_batches(tiny_model_dir, pairs, t
     assert read_adapter_meta(tmp_path / "adapter")["summary"]["steps"] == summary.steps
     base = load_base_model(model_config)
     frame = pd.DataFrame({"lang": "en", "neutral": texts})
-    before = run_probes(base, frame, KnowledgeConfig())["perplexity"]["en"]
-    after = run_probes(load_adapter(base, tmp_path / "adapter"), frame, KnowledgeConfig())["perplexity"]["en"]
+    in_domain = KnowledgeConfig(probes=["indomain_perplexity"])
+    before = summarise_probes(run_probes(base, frame, in_domain))["indomain_perplexity"]["en"]
+    after = summarise_probes(run_probes(load_adapter(base, tmp_path / "adapter"), frame, in_domain))["indomain_perplexity"]["en"]
     assert after < before
 
 
@@ -145,9 +147,10 @@ def test_killed_training_resumes_from_its_checkpoint(tiny_model_dir, pairs, tmp_
 
 
 def test_perplexity_is_per_language_and_finite(loaded, pairs):
-    results = run_probes(loaded, select(pairs, "test", ["en", "am"], max_per_language=5), KnowledgeConfig(batch_size=2))
-    assert set(results["perplexity"]) == {"en", "am"}
-    assert all(1 < value < float("inf") for value in results["perplexity"].values())
+    config = KnowledgeConfig(probes=["indomain_perplexity"], batch_size=2)
+    results = summarise_probes(run_probes(loaded, select(pairs, "test", ["en", "am"], max_per_language=5), config))
+    assert set(results["indomain_perplexity"]) == {"en", "am"}
+    assert all(1 < value < float("inf") for value in results["indomain_perplexity"].values())
 
 
 def test_unknown_probe_and_cpu_qlora_are_clear_errors(loaded, pairs, tiny_model_dir):

@@ -1,81 +1,122 @@
 """What detoxification costs in general ability: knowledge probes behind one interface.
 
-`perplexity` scores held-out NEUTRAL test sentences with the model under test itself.
-A new probe is a function registered in PROBES; the pipeline logs whatever they return.
+Every probe returns one row per item (lang, item, value, weight), the same items for the base
+and the fine-tuned model, so that intervals can be paired over items. A language's figure is
+a ratio of sums over its items, `transform(sum value / sum weight)`:
+
+| probe | item | value / weight | figure | better | chance |
+|---|---|---|---|---|---|
+| `indomain_perplexity` | a held-out neutral ParaDetox test sentence | summed token NLL / tokens | exp: perplexity | lower | - |
+| `udhr_perplexity` | an article of the UDHR (general, out-of-domain text) | summed token NLL / tokens | exp: perplexity | lower | - |
+| `capitals_accuracy` | a country -> capital question, 4 options, PMI-scored | 1 if right else 0 / 1 | mean: accuracy | higher | 0.25 |
+
+`indomain_perplexity` is the training domain: it falls after fine-tuning on ParaDetox text in
+any language (domain adaptation), so it cannot show a cost; the other two can. Fluency of
+completions (`fluency.completion_nll`) is scored with the same value/weight convention and
+aggregated like a perplexity.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
 
 import pandas as pd
-import torch
-from tqdm.auto import tqdm
 
 from mbad.config import KnowledgeConfig
+from mbad.eval.probes.capitals import capitals_accuracy
+from mbad.eval.probes.fluency import completion_nll
+from mbad.eval.probes.indomain import indomain_perplexity
+from mbad.eval.probes.scoring import continuation_nll, mean_token_nll, text_nll
+from mbad.eval.probes.udhr import udhr_perplexity
 from mbad.models import LoadedModel
-from mbad.training import chunked_token_nll, split_lm_head
+from mbad.training import split_lm_head
 
-# A probe maps (model, held-out test pairs, config) to {language: value}.
-Probe = Callable[[LoadedModel, pd.DataFrame, KnowledgeConfig], dict[str, float]]
-
-
-@torch.inference_mode()
-def mean_token_nll(loaded: LoadedModel, texts: list[str], batch_size: int, desc: str = "perplexity") -> float:
-    """Token-weighted mean negative log-likelihood of `texts` under the model."""
-    tokenizer, model = loaded.tokenizer, loaded.model
-    encoded = tokenizer(texts, add_special_tokens=True)["input_ids"]
-    order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))
-    head = None if loaded.is_seq2seq else split_lm_head(model)
-    total_nll, total_tokens = 0.0, 0
-    for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch", leave=False):
-        ids = [encoded[i] for i in order[start:start + batch_size]]
-        width = max(len(row) for row in ids)
-        input_ids = torch.full((len(ids), width), tokenizer.pad_token_id)
-        mask = torch.zeros((len(ids), width), dtype=torch.long)
-        for row, sequence in enumerate(ids):  # right padding: positions stay 0..n-1
-            input_ids[row, : len(sequence)] = torch.tensor(sequence)
-            mask[row, : len(sequence)] = 1
-        input_ids, mask = input_ids.to(loaded.device), mask.to(loaded.device)
-        if head is not None:
-            # The output projection on real target positions only, a chunk at a time: no
-            # (batch, length, vocab) float32 logits.
-            hidden = head.backbone(input_ids=input_ids, attention_mask=mask, use_cache=False).last_hidden_state
-            target_mask = mask[:, 1:].bool()
-            nll, _ = chunked_token_nll(hidden[:, :-1][target_mask], head, input_ids[:, 1:][target_mask])
-            batch_nll = nll.sum()
-        else:
-            if loaded.is_seq2seq:
-                labels = input_ids.masked_fill(mask == 0, -100)
-                logits = model(input_ids=input_ids, attention_mask=mask, labels=labels).logits
-                targets, target_mask = labels, mask
-            else:
-                logits = model(input_ids=input_ids, attention_mask=mask).logits[:, :-1]
-                targets, target_mask = input_ids[:, 1:], mask[:, 1:]
-            nll = torch.nn.functional.cross_entropy(
-                logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1).clamp(min=0), reduction="none"
-            )
-            batch_nll = (nll * target_mask.reshape(-1)).sum()
-        total_nll += float(batch_nll)
-        total_tokens += int(target_mask.sum())
-    return total_nll / max(1, total_tokens)
+ProbeFunction = Callable[[LoadedModel, pd.DataFrame, KnowledgeConfig], pd.DataFrame]
+PROBE_COLUMNS = ["probe", "lang", "item", "value", "weight"]
 
 
-def perplexity_probe(loaded: LoadedModel, test_pairs: pd.DataFrame, config: KnowledgeConfig) -> dict[str, float]:
-    results = {}
-    for lang, group in test_pairs.groupby("lang", sort=True):
-        texts = group["neutral"].tolist()[: config.max_sentences_per_language]
-        results[str(lang)] = math.exp(mean_token_nll(loaded, texts, config.batch_size, desc=f"perplexity {lang}"))
-    return results
+@dataclass(frozen=True)
+class Probe:
+    """A registered probe and how its items add up to a language's figure.
+
+    `transform` names the function of sum(value) / sum(weight) that gives the figure (the names of
+    `mbad.eval.stats.TRANSFORMS`): "exp" for a perplexity, "mean" for an accuracy."""
+
+    name: str
+    kind: Literal["perplexity", "accuracy"]
+    run: ProbeFunction
+    description: str
+    chance: float | None = None
+
+    @property
+    def transform(self) -> Literal["exp", "mean"]:
+        return "exp" if self.kind == "perplexity" else "mean"
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.kind == "accuracy"
+
+    def aggregate(self, values: pd.Series, weights: pd.Series) -> float:
+        """The figure of one language's items: exp(sum value / sum weight) or their weighted mean."""
+        total = float(weights.sum())
+        if total <= 0:
+            return math.nan  # no scored tokens / items: not measured, never 0
+        ratio = float(values.sum()) / total
+        return math.exp(ratio) if self.transform == "exp" else ratio
 
 
-PROBES: dict[str, Probe] = {"perplexity": perplexity_probe}
+PROBES: dict[str, Probe] = {
+    probe.name: probe
+    for probe in (
+        Probe("indomain_perplexity", "perplexity", indomain_perplexity,
+              "perplexity on held-out neutral ParaDetox test sentences (the training domain)"),
+        Probe("udhr_perplexity", "perplexity", udhr_perplexity,
+              "perplexity on the 30 articles of the Universal Declaration of Human Rights (drift on general text)"),
+        Probe("capitals_accuracy", "accuracy", capitals_accuracy,
+              "country -> capital multiple choice (4 options, PMI), CLDR names in each language", chance=0.25),
+    )
+}
 
 
-def run_probes(loaded: LoadedModel, test_pairs: pd.DataFrame, config: KnowledgeConfig) -> dict[str, dict[str, float]]:
-    """{probe name: {language: value}} for every configured probe."""
+def run_probes(loaded: LoadedModel, test_pairs: pd.DataFrame, config: KnowledgeConfig) -> pd.DataFrame:
+    """Per-item results of every configured probe on the languages of `test_pairs`:
+    one row per (probe, lang, item) with its value and weight (see the table above)."""
     unknown = sorted(set(config.probes) - set(PROBES))
     if unknown:
         raise ValueError(f"unknown knowledge probe(s) {unknown}; known: {sorted(PROBES)}")
-    return {name: PROBES[name](loaded, test_pairs, config) for name in config.probes}
+    if test_pairs.empty:
+        raise ValueError("no test pairs to run the knowledge probes on: check target_languages and the data")
+    if not config.probes:
+        return pd.DataFrame(columns=PROBE_COLUMNS)
+    frames = [PROBES[name].run(loaded, test_pairs, config).assign(probe=name) for name in config.probes]
+    return pd.concat(frames, ignore_index=True)[PROBE_COLUMNS]
+
+
+def summarise_probes(items: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """{probe: {language: figure}} from `run_probes`' per-item table (each probe's `aggregate`)."""
+    missing = set(PROBE_COLUMNS) - set(items.columns)
+    if missing:
+        raise ValueError(f"not a per-item probe table: missing columns {sorted(missing)}")
+    unknown = sorted(set(items["probe"]) - set(PROBES))
+    if unknown:
+        raise ValueError(f"unknown knowledge probe(s) {unknown} in the table; known: {sorted(PROBES)}")
+    summary: dict[str, dict[str, float]] = {}
+    for (name, lang), group in items.sort_values("lang", kind="stable").groupby(["probe", "lang"], sort=False):
+        summary.setdefault(str(name), {})[str(lang)] = PROBES[str(name)].aggregate(group["value"], group["weight"])
+    return summary
+
+
+def probe_figures() -> dict:
+    """Each probe as a `mbad.eval.compare.Figure` (its transform and which way is better)."""
+    from mbad.eval.compare import Figure
+
+    return {name: Figure(name, probe.transform, probe.higher_is_better) for name, probe in PROBES.items()}
+
+
+__all__ = [
+    "PROBES", "PROBE_COLUMNS", "Probe", "completion_nll", "continuation_nll", "mean_token_nll", "probe_figures", "run_probes",
+    "split_lm_head", "summarise_probes", "text_nll",
+]
