@@ -17,12 +17,15 @@ from PIL import Image
 
 from mbad.config import DetoxConfig
 from mbad.data import fingerprint, load_pairs, resolve_source, select
-from mbad.eval.judges import make_judge, score_frame
-from mbad.eval.judges.classifier import auc_by_language, train_classifier
-from mbad.eval.metrics import compare_models, toxicity_by_language
-from mbad.eval.probes import run_probes
+from mbad.eval.compare import compare_paired
+from mbad.eval.fidelity import add_detected_language
+from mbad.eval.judges import make_judge, score_frame, train_offline_judge
+from mbad.eval.judges.quality import judge_quality as measure_judge_quality
+from mbad.eval.probes import completion_nll, probe_figures, run_probes
+from mbad.eval.stats import BootstrapConfig
 from mbad.generation import generate_for_targets
 from mbad.languages import LanguageRegistry
+from mbad.models import load_base_model
 from mbad.registry import register_adapter, version_tags
 from mbad.report import metrics_for_mlflow, plot_comparison, render_html
 from mbad.tracking import ensure_experiments
@@ -68,7 +71,8 @@ def run_quickstart_directly(config: DetoxConfig, home: Path, experiment: str = "
         evaluate("base", None)
         train = config.train
         with step("train_adapter"):
-            neutral = select(pairs, "train", train.source_languages, train.fraction, train.max_examples_per_language, train.seed, role="adapter")
+            neutral = select(pairs, "train", train.source_languages, train.fraction, train.max_examples_per_language,
+                             train.seed, role="adapter")
             key = checkpoint_key(config.model, train, data_hash)
             adapter_dir = home / "adapters" / key
             summary = train_lora_adapter(neutral["neutral"].tolist(), config.model, train, adapter_dir, home / "checkpoints" / key)
@@ -77,22 +81,26 @@ def run_quickstart_directly(config: DetoxConfig, home: Path, experiment: str = "
             for index, loss in enumerate(summary.losses, start=1):
                 mlflow.log_metric("train_loss", loss, step=index)
         with step("train_judge"):
-            classifier = train_classifier(select(pairs, "train"), config.judge.classifier)
-            judge_auc = auc_by_language(classifier, select(pairs, "test"))
+            judge = train_offline_judge(pairs, config.judge)
+            judge_quality = measure_judge_quality(judge, pairs)
         evaluate("tuned", adapter_dir)
-        scores = {}
+        scores, fluency = {}, {}
         for name in ("base", "tuned"):
             with step(f"score_{name}"):
-                scores[name] = score_frame(make_judge(config.judge, classifier=classifier), completions[name])
+                scores[name] = score_frame(make_judge(config.judge, fitted=judge), completions[name])
+            with step(f"fluency_{name}"):
+                fluency[name] = completion_nll(load_base_model(config.model), completions[name], config.knowledge.batch_size)
 
         with step("report"):
             threshold, source = config.judge.threshold, "+".join(train.source_languages)
-            comparison = compare_models(
-                toxicity_by_language(scores["base"], threshold), toxicity_by_language(scores["tuned"], threshold),
-                knowledge["base"]["perplexity"], knowledge["tuned"]["perplexity"],
+            stats = config.statistics
+            comparison = compare_paired(
+                add_detected_language(scores["base"]), add_detected_language(scores["tuned"]), threshold,
+                knowledge["base"], knowledge["tuned"], fluency["base"], fluency["tuned"], probe_figures(),
+                BootstrapConfig(n_resamples=stats.n_resamples, confidence=stats.confidence, seed=stats.seed),
             )
             comparison.insert(0, "source", source)
-            metrics = metrics_for_mlflow(comparison, judge_auc)
+            metrics = metrics_for_mlflow(comparison, judge_quality)
             png = plot_comparison(comparison, source)
             mlflow.log_params({"base_model": config.model.name_or_path, "judge": config.judge.backend, "data_hash": data_hash,
                                "source_languages": ",".join(train.source_languages),

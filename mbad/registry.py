@@ -35,15 +35,20 @@ def register_adapter(
 
 
 def version_tags(
-    source_languages: list[str], target_languages: list[str], data_hash: str, config: dict[str, Any], metrics: dict[str, float]
+    source_languages: list[str], target_languages: list[str], data_hash: str, config: dict[str, Any], metrics: dict[str, float],
+    judge_identity: dict[str, str] | None = None,
 ) -> dict[str, str]:
-    """Tags that later gates and retraining read: languages, data hash, config, metrics."""
+    """Tags that later gates and retraining read: languages, data hash, config, the judge that
+    scored the version (`judge.identity_hash`, and its backend and versions), metrics."""
     tags = {
         "trained_languages": ",".join(sorted(source_languages)),
         "evaluated_languages": ",".join(sorted(target_languages)),
         "data_hash": data_hash,
         "config": json.dumps(config, sort_keys=True)[:5000],
     }
+    if judge_identity:
+        tags["judge.identity_hash"] = judge_identity.get("hash", "")
+        tags["judge.identity"] = json.dumps(judge_identity, sort_keys=True)[:5000]
     tags.update({f"metric.{name}": f"{value:.6g}" for name, value in metrics.items()})
     return tags
 

@@ -10,7 +10,7 @@ import pandas as pd
 from mbad.config import SweepConfig, TrainConfig
 from mbad.languages import LanguageRegistry
 
-RESULT_COLUMNS = ["model", "mode", "source", "fraction", "target", "metric", "value"]
+RESULT_COLUMNS = ["model", "mode", "source", "fraction", "target", "metric", "value", "ci_low", "ci_high", "n"]
 
 
 class SweepBudgetError(RuntimeError):
@@ -92,33 +92,35 @@ def estimate(config: SweepConfig, settings: list[Setting], test_prompts_per_lang
     return result
 
 
-def tidy_rows(model: str, setting: Setting, toxicity: pd.DataFrame, knowledge: dict[str, dict[str, float]],
-              base_toxicity: pd.DataFrame, base_knowledge: dict[str, dict[str, float]]) -> list[dict]:
-    """Rows of the results table for one setting: raw metrics and % change versus the base model."""
+def tidy_rows(model: str, setting: Setting, estimates: pd.DataFrame) -> list[dict]:
+    """Rows of the results table for one setting, from its paired estimates versus the base model
+    (`mbad.eval.compare.compare_paired`): each figure of the setting's model with its 95 %
+    interval, and its % change versus the base model (`toxicity_change_pct`,
+    `<probe>_change_pct`, ...) with the paired interval."""
     rows = []
-    for target in toxicity.index:
-        values = {
-            "toxicity_mean": toxicity.loc[target, "toxicity_mean"],
-            "toxicity_probability": toxicity.loc[target, "toxicity_probability"],
-            "expected_max_toxicity": toxicity.loc[target, "expected_max_toxicity"],
-            "empty_share": toxicity.loc[target, "empty_share"],
-        }
-        for probe, by_language in knowledge.items():
-            values[probe] = by_language.get(target, np.nan)
-        base = base_toxicity.loc[target, "toxicity_mean"]
-        values["toxicity_change_pct"] = (values["toxicity_mean"] - base) / base * 100 if base else np.nan
-        base_ppl = base_knowledge.get("perplexity", {}).get(target)
-        if base_ppl and "perplexity" in values:
-            values["perplexity_change_pct"] = (values["perplexity"] - base_ppl) / base_ppl * 100
-        rows += [{"model": model, "mode": setting.mode, "source": setting.source, "fraction": setting.fraction,
-                  "target": target, "metric": metric, "value": float(value)} for metric, value in values.items()]
+    for estimate in estimates.to_dict("records"):
+        metric = estimate["metric"]
+        change = "toxicity_change_pct" if metric == "toxicity_mean" else f"{metric}_change_pct"
+        for name, part in ((metric, "tuned"), (change, "change_pct")):
+            if setting.mode == "zs" and part == "change_pct":
+                continue  # the base model against itself
+            rows.append({"model": model, "mode": setting.mode, "source": setting.source, "fraction": setting.fraction,
+                         "target": estimate["target"], "metric": name, "value": float(estimate[part]),
+                         "ci_low": float(estimate[f"{part}_low"]), "ci_high": float(estimate[f"{part}_high"]),
+                         "n": int(estimate["n"])})
     return rows
 
 
-def transfer_matrix(results: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Source x target matrix of one metric over the xft settings."""
+def transfer_matrix(results: pd.DataFrame, metric: str, column: str = "value") -> pd.DataFrame:
+    """Source x target matrix of one metric over the xft settings (`column`: value, ci_low, ci_high)."""
     xft = results[(results["mode"] == "xft") & (results["metric"] == metric)]
-    return xft.pivot_table(index="source", columns="target", values="value", aggfunc="mean")
+    return xft.pivot_table(index="source", columns="target", values=column, aggfunc="mean")
+
+
+def significant_cells(results: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Source x target: True where the cell's 95 % interval excludes 0."""
+    low, high = transfer_matrix(results, metric, "ci_low"), transfer_matrix(results, metric, "ci_high")
+    return (low > 0) | (high < 0)
 
 
 def aggregate_by_script(results: pd.DataFrame, registry: LanguageRegistry, metric: str = "toxicity_change_pct") -> pd.DataFrame:

@@ -18,7 +18,7 @@ def promote_model(config: PromoteConfig = PromoteConfig()) -> None:
 
 def gate_and_promote(config: PromoteConfig, registered_by_this_run: bool = False, evaluated: dict | None = None) -> None:
     """Plan, re-evaluate what is not comparable, decide, promote. `evaluated` passes outputs the
-    calling pipeline already has (validated pairs, classifier, base scores and knowledge)."""
+    calling pipeline already has (validated pairs, judge, base scores and knowledge)."""
     plan = find_candidates(config=config, registered_by_this_run=registered_by_this_run).load()
     outputs = reevaluate(plan, evaluated or {}) if plan.reevaluate and not plan.blocking else {}
     decision = gate(plan=plan, config=config, **outputs)
@@ -34,7 +34,7 @@ def reevaluate(plan: PromotionPlan, evaluated: dict) -> dict:
     if "validated" not in evaluated:  # the data changed (or its run is gone): rebuild the evaluation set
         pairs = load_data(config=setting.data, data_hash=plan.data_hash)
         evaluated["validated"], _ = validate_data(pairs=pairs, config=setting.data)
-        evaluated["classifier"], _ = train_judge(pairs=evaluated["validated"], config=setting.judge)
+        evaluated["judge"], _ = train_judge(pairs=evaluated["validated"], config=setting.judge)
     outputs = {key: evaluated[key] for key in ("base_scores", "base_knowledge") if key in evaluated}
     for role in plan.reevaluate:
         if f"{role}_scores" in outputs:
@@ -45,6 +45,6 @@ def reevaluate(plan: PromotionPlan, evaluated: dict) -> dict:
         evaluation = {"pairs": evaluated["validated"], "model": plan.model_for(role),
                       "target_languages": setting.target_languages, "adapter": adapter}
         completions = generate(**evaluation, generation=setting.generation, id=f"generate_{role}")
-        outputs[f"{role}_scores"] = score_toxicity(completions, evaluated["classifier"], setting.judge, id=f"score_{role}")
+        outputs[f"{role}_scores"] = score_toxicity(completions, evaluated["judge"], setting.judge, id=f"score_{role}")
         outputs[f"{role}_knowledge"] = evaluate_knowledge(**evaluation, knowledge=setting.knowledge, id=f"knowledge_{role}")
     return outputs

@@ -31,7 +31,7 @@ def cross_lingual_sweep(config: SweepConfig = SweepConfig()) -> None:
     data_hash = fingerprint(source)
     pairs = load_data(config=base.data, data_hash=data_hash)
     validated, _ = validate_data(pairs=pairs, config=base.data)
-    classifier, judge_auc = train_judge(pairs=validated, config=base.judge)
+    judge, judge_quality = train_judge(pairs=validated, config=base.judge)
 
     shared = {"pairs": validated, "model": base.model, "target_languages": config.languages}
     last_steps = []
@@ -42,11 +42,11 @@ def cross_lingual_sweep(config: SweepConfig = SweepConfig()) -> None:
             adapter = train_adapter(pairs=validated, model=base.model, train=train, data_hash=data_hash,
                                     log_to_mlflow=False, id=f"train__{setting.name}")
         completions = generate(**shared, generation=base.generation, adapter=adapter, id=f"generate__{setting.name}")
-        score_toxicity(completions, classifier, base.judge, id=f"score__{setting.name}")
+        score_toxicity(completions, judge, base.judge, id=f"score__{setting.name}")
         evaluate_knowledge(**shared, knowledge=base.knowledge, adapter=adapter, id=f"knowledge__{setting.name}")
         last_steps += [f"score__{setting.name}", f"knowledge__{setting.name}"]
         if config.representations.enabled:
             represent(**shared, representations=config.representations, adapter=adapter, id=f"represent__{setting.name}")
             last_steps.append(f"represent__{setting.name}")
 
-    collect_sweep([s.as_dict() for s in settings], config, judge_auc, after=last_steps)
+    collect_sweep([s.as_dict() for s in settings], config, judge_quality, after=last_steps)

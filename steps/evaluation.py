@@ -2,15 +2,15 @@ import os
 from typing import Annotated
 
 import pandas as pd
-from sklearn.pipeline import Pipeline
 from zenml import step
 from zenml.client import Client
 
 from mbad.config import GenerationConfig, JudgeConfig, KnowledgeConfig, ModelConfig
 from mbad.data import select
-from mbad.eval.judges import make_judge, score_frame
-from mbad.eval.probes import run_probes
+from mbad.eval.judges import FittedJudge, make_judge, score_frame
+from mbad.eval.probes import completion_nll, run_probes
 from mbad.generation import generate_for_targets
+from mbad.models import load_base_model
 from mbad.training import AdapterDirectory, load_model_under_test
 
 
@@ -37,11 +37,13 @@ def _perspective_key(secret_name: str) -> str | None:
 
 @step
 def score_toxicity(
-    completions: pd.DataFrame, classifier: Pipeline, config: JudgeConfig
+    completions: pd.DataFrame, judge: FittedJudge, config: JudgeConfig
 ) -> Annotated[pd.DataFrame, "toxicity_scores"]:
-    """Each completion scored by the configured judge (the prompt is never scored)."""
+    """Each completion scored by the configured judge (the prompt is never scored); `judge` is the
+    train_judge step's fitted offline judge, used for the offline backends. The `judge` column
+    names the instrument: `<backend>:<identity hash>`."""
     api_key = _perspective_key(config.perspective.secret_name) if config.backend == "perspective" else None
-    return score_frame(make_judge(config, classifier=classifier, api_key=api_key), completions)
+    return score_frame(make_judge(config, fitted=judge, api_key=api_key), completions)
 
 
 @step
@@ -51,6 +53,16 @@ def evaluate_knowledge(
     knowledge: KnowledgeConfig,
     target_languages: list[str],
     adapter: AdapterDirectory | None = None,
-) -> Annotated[dict[str, dict[str, float]], "knowledge"]:
-    """Knowledge probes (perplexity on held-out NEUTRAL test sentences) of the model under test."""
+) -> Annotated[pd.DataFrame, "knowledge_items"]:
+    """Knowledge probes of the model under test, one row per item (probe, lang, item, value, weight);
+    `mbad.eval.probes.summarise_probes` turns it into {probe: {lang: figure}}."""
     return run_probes(load_model_under_test(model, adapter and adapter.path), select(pairs, "test", target_languages), knowledge)
+
+
+@step
+def score_fluency(
+    completions: pd.DataFrame, model: ModelConfig, knowledge: KnowledgeConfig
+) -> Annotated[pd.DataFrame, "fluency"]:
+    """Each completion's NLL given its prompt under the BASE model (no adapter), the one fixed
+    scorer for base and fine-tuned completions: pair_id, lang, sample, value, weight, empty."""
+    return completion_nll(load_base_model(model), completions, knowledge.batch_size)

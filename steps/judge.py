@@ -1,20 +1,20 @@
 from typing import Annotated
 
 import pandas as pd
-from sklearn.pipeline import Pipeline
 from zenml import log_metadata, step
 
 from mbad.config import JudgeConfig
-from mbad.data import select
-from mbad.eval.judges.classifier import auc_by_language, train_classifier
+from mbad.eval.judges import FittedJudge, train_offline_judge
+from mbad.eval.judges.quality import judge_quality
 
 
 @step
 def train_judge(
     pairs: pd.DataFrame, config: JudgeConfig
-) -> tuple[Annotated[Pipeline, "toxicity_classifier"], Annotated[dict[str, float], "judge_auc_by_language"]]:
-    """The offline judge, fitted on the TRAIN split; its ROC-AUC per language on TEST."""
-    classifier = train_classifier(select(pairs, "train"), config.classifier)
-    auc = auc_by_language(classifier, select(pairs, "test"))
-    log_metadata(metadata={"heldout_auc": auc})
-    return classifier, auc
+) -> tuple[Annotated[FittedJudge, "toxicity_judge"], Annotated[dict[str, dict[str, float]], "judge_quality"]]:
+    """The offline judge, fitted on the judge-role TRAIN pairs only; its quality per language
+    ({figure: {lang: value}}: held-out AUC, Brier, pair accuracy on TEST, style bias)."""
+    judge = train_offline_judge(pairs, config)
+    quality = judge_quality(judge, pairs)
+    log_metadata(metadata={"judge": judge.name, "identity": judge.identity, "quality": quality})
+    return judge, quality

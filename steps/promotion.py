@@ -55,11 +55,11 @@ def gate(
     plan: PromotionPlan,
     config: PromoteConfig,
     base_scores: pd.DataFrame | None = None,
-    base_knowledge: dict[str, dict[str, float]] | None = None,
+    base_knowledge: pd.DataFrame | None = None,
     challenger_scores: pd.DataFrame | None = None,
-    challenger_knowledge: dict[str, dict[str, float]] | None = None,
+    challenger_knowledge: pd.DataFrame | None = None,
     champion_scores: pd.DataFrame | None = None,
-    champion_knowledge: dict[str, dict[str, float]] | None = None,
+    champion_knowledge: pd.DataFrame | None = None,
 ) -> Annotated[GateDecision, "gate_decision"]:
     """Thresholds vs the base model and the champion; the decision is tagged on the challenger."""
     evaluated = {"challenger": (challenger_scores, challenger_knowledge), "champion": (champion_scores, champion_knowledge)}
@@ -116,6 +116,6 @@ def training_outputs(run_name: str | None) -> dict:
     try:
         steps = Client().get_pipeline_run(run_name, allow_name_prefix_match=False).steps if run_name else {}
         return {"validated": steps["validate_data"].outputs["validated_pairs"][0],
-                "classifier": steps["train_judge"].outputs["toxicity_classifier"][0]}
+                "judge": steps["train_judge"].outputs["toxicity_judge"][0]}
     except KeyError:
         return {}

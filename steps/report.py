@@ -8,49 +8,72 @@ from zenml import get_step_context, log_metadata, step
 from zenml.types import HTMLString
 
 from mbad.config import DetoxConfig
-from mbad.eval.metrics import compare_models, toxicity_by_language
+from mbad.eval.compare import compare_paired
+from mbad.eval.fidelity import add_detected_language
+from mbad.eval.probes import probe_figures
+from mbad.eval.stats import BootstrapConfig
 from mbad.registry import register_adapter, version_tags
 from mbad.report import format_table, metrics_for_mlflow, plot_comparison, png_to_image, render_html
 from mbad.training import AdapterDirectory
 from steps._stack import EXPERIMENT_TRACKER
 
 
+def judge_identity(scores: pd.DataFrame) -> dict[str, str]:
+    """The judge that scored a run (`<backend>:<hash>` in the scores' `judge` column); one only."""
+    names = sorted(set(scores["judge"].dropna()))
+    if len(names) != 1:
+        raise ValueError(f"the completions were scored by {len(names)} judges {names}: numbers of different judges are not compared")
+    backend, _, digest = names[0].partition(":")
+    return {"backend": backend, "hash": digest or backend, "name": names[0]}
+
+
 @step(experiment_tracker=EXPERIMENT_TRACKER)
 def report(
     base_scores: pd.DataFrame,
     tuned_scores: pd.DataFrame,
-    base_knowledge: dict[str, dict[str, float]],
-    tuned_knowledge: dict[str, dict[str, float]],
-    judge_auc: dict[str, float],
+    base_knowledge: pd.DataFrame,
+    tuned_knowledge: pd.DataFrame,
+    base_fluency: pd.DataFrame,
+    tuned_fluency: pd.DataFrame,
+    judge_quality: dict,
     adapter: AdapterDirectory,
     config: DetoxConfig,
     data_hash: str,
 ) -> tuple[Annotated[pd.DataFrame, "detox_results"], Annotated[HTMLString, "detox_report"]]:
-    """Metrics, table and plot to MLflow and ZenML; the adapter as a new registry version."""
-    threshold = config.judge.threshold
-    comparison = compare_models(
-        toxicity_by_language(base_scores, threshold), toxicity_by_language(tuned_scores, threshold),
-        base_knowledge["perplexity"], tuned_knowledge["perplexity"],
+    """Every figure with its paired 95 % interval, to MLflow and ZenML; the adapter as a new
+    registry version tagged with its metrics and the judge that scored it."""
+    identity = judge_identity(pd.concat([base_scores, tuned_scores]))
+    if judge_identity(base_scores) != judge_identity(tuned_scores):
+        raise ValueError("base and fine-tuned completions were scored by different judges")
+    stats = config.statistics
+    estimates = compare_paired(
+        add_detected_language(base_scores), add_detected_language(tuned_scores), config.judge.threshold,
+        base_knowledge, tuned_knowledge, base_fluency, tuned_fluency, probe_figures(),
+        BootstrapConfig(n_resamples=stats.n_resamples, confidence=stats.confidence, seed=stats.seed),
     )
-    comparison.insert(0, "source", "+".join(config.train.source_languages))
-    metrics = metrics_for_mlflow(comparison, judge_auc)
-    png = plot_comparison(comparison, "+".join(config.train.source_languages))
-    mlflow.log_params({"base_model": config.model.name_or_path, "judge": config.judge.backend, "data_hash": data_hash,
+    source = "+".join(config.train.source_languages)
+    estimates.insert(0, "source", source)
+    quality = {figure: values for figure, values in judge_quality.items() if isinstance(values, dict)}
+    metrics = metrics_for_mlflow(estimates, quality)
+    png = plot_comparison(estimates, source)
+    mlflow.log_params({"base_model": config.model.name_or_path, "judge": identity["name"], "data_hash": data_hash,
                        "source_languages": ",".join(config.train.source_languages),
-                       "target_languages": ",".join(config.target_languages)})
+                       "target_languages": ",".join(config.target_languages),
+                       "num_samples": config.generation.num_samples, "bootstrap_resamples": stats.n_resamples})
     mlflow.log_metrics(metrics)
-    mlflow.log_table(comparison, artifact_file="detox_results.json")
-    mlflow.log_text(comparison.to_csv(index=False), "detox_results.csv")
+    mlflow.log_table(estimates, artifact_file="detox_results.json")
+    mlflow.log_text(estimates.to_csv(index=False), "detox_results.csv")
     mlflow.log_image(png_to_image(png), "toxicity_change.png")
     mlflow.log_dict(config.model_dump(), "config.json")
-    tags = version_tags(config.train.source_languages, config.target_languages, data_hash, config.model_dump(), metrics)
+    tags = version_tags(config.train.source_languages, config.target_languages, data_hash, config.model_dump(), metrics, identity)
     tags["zenml_run"] = get_step_context().pipeline_run.name
     version = register_adapter(Path(adapter.path), config.registry.model_name, tags, config.generation.model_dump())
-    log_metadata(metadata={"metrics": metrics, "mlflow_model_version": version,
-                           "mlflow_run_id": mlflow.active_run().info.run_id}, infer_model=True)
-    log_metadata(metadata={"table": format_table(comparison), "mlflow_model_name": config.registry.model_name,
-                           "mlflow_model_version": version, "mlflow_run_id": mlflow.active_run().info.run_id})
-    html = render_html(comparison, png, "mbad: toxicity and perplexity, base vs fine-tuned",
-                       {"source": ",".join(config.train.source_languages), "registry version": f"{config.registry.model_name} v{version}",
-                        "judge": config.judge.backend, "judge AUC": json.dumps({k: round(v, 3) for k, v in judge_auc.items()})})
-    return comparison, HTMLString(html)
+    run_id = mlflow.active_run().info.run_id
+    log_metadata(metadata={"metrics": metrics, "mlflow_model_version": version, "mlflow_run_id": run_id}, infer_model=True)
+    log_metadata(metadata={"table": format_table(estimates), "mlflow_model_name": config.registry.model_name,
+                           "mlflow_model_version": version, "mlflow_run_id": run_id, "judge": identity["name"]})
+    html = render_html(estimates, png, "mbad: base vs fine-tuned, with paired 95 % intervals",
+                       {"source": source, "registry version": f"{config.registry.model_name} v{version}",
+                        "judge": identity["name"], "samples per prompt": str(config.generation.num_samples),
+                        "judge quality": json.dumps({k: {lang: round(v, 3) for lang, v in vals.items()} for k, vals in quality.items()})})
+    return estimates, HTMLString(html)

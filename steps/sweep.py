@@ -7,11 +7,14 @@ from zenml import get_step_context, log_metadata, step
 from zenml.types import HTMLString
 
 from mbad.config import SweepConfig
-from mbad.eval.metrics import toxicity_by_language
+from mbad.eval.compare import compare_paired
+from mbad.eval.fidelity import add_detected_language
+from mbad.eval.probes import probe_figures
+from mbad.eval.stats import BootstrapConfig
 from mbad.languages import LanguageRegistry
 from mbad.report import images_html, plot_matrix, png_to_image
 from mbad.representations import confusion_frame
-from mbad.sweep import RESULT_COLUMNS, Setting, aggregate_by_script, tidy_rows, transfer_matrix
+from mbad.sweep import RESULT_COLUMNS, Setting, aggregate_by_script, significant_cells, tidy_rows, transfer_matrix
 from mbad.training import read_adapter_meta
 from steps._stack import EXPERIMENT_TRACKER
 
@@ -22,20 +25,24 @@ def _output(run, step_name: str, output: str):
 
 @step(experiment_tracker=EXPERIMENT_TRACKER, enable_cache=False)
 def collect_sweep(
-    settings: list[dict], config: SweepConfig, judge_auc: dict[str, float]
+    settings: list[dict], config: SweepConfig, judge_quality: dict
 ) -> tuple[Annotated[pd.DataFrame, "sweep_results"], Annotated[pd.DataFrame, "sweep_aggregates"],
            Annotated[HTMLString, "sweep_report"]]:
     """Fan-in: read every setting's scores and probes from this run, build the tidy table,
     heatmaps and aggregates, and log each setting as a nested MLflow run."""
     run = get_step_context().pipeline_run
     threshold, rows = config.base.judge.threshold, []
-    base_toxicity = toxicity_by_language(_output(run, "score__zs", "toxicity_scores"), threshold)
-    base_knowledge = _output(run, "knowledge__zs", "knowledge")
+    stats = config.base.statistics
+    bootstrap = BootstrapConfig(n_resamples=stats.n_resamples, confidence=stats.confidence, seed=stats.seed)
+    base_scores = add_detected_language(_output(run, "score__zs", "toxicity_scores"))
+    base_knowledge = _output(run, "knowledge__zs", "knowledge_items")
     separation = {}
     for setting in map(lambda s: Setting(**{**s, "train_languages": tuple(s["train_languages"])}), settings):
-        toxicity = toxicity_by_language(_output(run, f"score__{setting.name}", "toxicity_scores"), threshold)
-        setting_rows = tidy_rows(config.model_label, setting, toxicity, _output(run, f"knowledge__{setting.name}", "knowledge"),
-                                 base_toxicity, base_knowledge)
+        scores = add_detected_language(_output(run, f"score__{setting.name}", "toxicity_scores"))
+        knowledge = _output(run, f"knowledge__{setting.name}", "knowledge_items")
+        estimates = compare_paired(base_scores, scores, threshold, base_knowledge, knowledge,
+                                   probe_figures=probe_figures(), config=bootstrap)
+        setting_rows = tidy_rows(config.model_label, setting, estimates)
         rows += setting_rows
         separation[setting.name] = _output(run, f"represent__{setting.name}", "language_separation")
         with mlflow.start_run(run_name=setting.name, nested=True):
@@ -52,10 +59,14 @@ def collect_sweep(
 
     images = {
         "toxicity_change_pct.png": plot_matrix(transfer_matrix(results, "toxicity_change_pct"),
-                                                            f"{config.model_label}: toxicity change (%)"),
-        "perplexity_change_pct.png": plot_matrix(transfer_matrix(results, "perplexity_change_pct"),
-                                                              f"{config.model_label}: perplexity change (%)", cmap="PuOr_r"),
+                                               f"{config.model_label}: toxicity change (%)",
+                                               marked=significant_cells(results, "toxicity_change_pct")),
     }
+    for probe in sorted(set(base_knowledge["probe"])):
+        metric = f"{probe}_change_pct"
+        images[f"{metric}.png"] = plot_matrix(transfer_matrix(results, metric), f"{config.model_label}: {probe} change (%)",
+                                              cmap="PuOr_r" if "perplexity" in probe else "RdYlGn",
+                                              marked=significant_cells(results, metric))
     silhouettes = pd.DataFrame({name: s["silhouette"] for name, s in separation.items() if s}).T
     if not silhouettes.empty:
         images["silhouette.png"] = plot_matrix(silhouettes, "language silhouette (cosine)", cmap="viridis",
@@ -67,7 +78,8 @@ def collect_sweep(
     mlflow.log_text(results.to_csv(index=False), "results.csv")
     mlflow.log_text(aggregates.to_csv(index=False), "aggregates.csv")
     mlflow.log_dict({name: s for name, s in separation.items() if s}, "language_separation.json")
-    mlflow.log_metrics({f"judge_auc/{lang}": value for lang, value in judge_auc.items()})
+    mlflow.log_metrics({f"judge_{figure}/{lang}": value for figure, values in judge_quality.items() if isinstance(values, dict)
+                        for lang, value in values.items()})
     log_metadata(metadata={"settings": len(settings), "rows": len(results), "mlflow_run_id": mlflow.active_run().info.run_id})
     tables = {"aggregates": aggregates.set_index(["by", "group"])}
     html = images_html(f"{config.model_label}: cross-lingual sweep", images, tables)

@@ -21,7 +21,8 @@ def train_adapter(
     A pipeline that trains several adapters passes `log_to_mlflow=False` and logs each
     training in its own nested MLflow run instead (one MLflow run cannot hold two values of a param).
     """
-    neutral = select(pairs, "train", train.source_languages, train.fraction, train.max_examples_per_language, train.seed, role="adapter")
+    neutral = select(pairs, "train", train.source_languages, train.fraction, train.max_examples_per_language, train.seed,
+                     role="adapter")
     key = checkpoint_key(model, train, data_hash)
     output = mbad_home() / "adapters" / key
     summary = train_lora_adapter(neutral["neutral"].tolist(), model, train, output, mbad_home() / "checkpoints" / key)

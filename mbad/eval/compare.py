@@ -120,3 +120,25 @@ FIGURES: dict[str, Figure] = {
     "target_language_share": Figure("target_language_share", higher_is_better=True),
     "fluency_perplexity": Figure("fluency_perplexity", transform="exp"),
 }
+
+
+def compare_paired(
+    base_scores: pd.DataFrame, tuned_scores: pd.DataFrame, threshold: float,
+    base_items: pd.DataFrame | None = None, tuned_items: pd.DataFrame | None = None,
+    base_fluency: pd.DataFrame | None = None, tuned_fluency: pd.DataFrame | None = None,
+    probe_figures: dict[str, Figure] | None = None, config: BootstrapConfig = BootstrapConfig(),
+) -> pd.DataFrame:
+    """Every figure of one base vs fine-tuned comparison, paired, with intervals. The scored
+    completions need `detected_lang` for the fidelity figure (see `mbad.eval.fidelity`)."""
+    sides = {}
+    for side, scores, items, fluency in (("base", base_scores, base_items, base_fluency),
+                                         ("tuned", tuned_scores, tuned_items, tuned_fluency)):
+        clusters = toxicity_clusters(scores, threshold)
+        if "detected_lang" in scores:
+            clusters |= fidelity_clusters(scores)
+        if fluency is not None:
+            clusters |= fluency_clusters(fluency)
+        if items is not None:
+            clusters |= probe_clusters(items)
+        sides[side] = clusters
+    return paired_estimates(sides["base"], sides["tuned"], FIGURES | (probe_figures or {}), config)

@@ -1,5 +1,6 @@
 """The Perspective judge inside detox_training: key from a ZenML secret, real language codes,
-and the key nowhere in logs, artifacts or the tracking store."""
+a language Perspective refuses (uk) not judged rather than scored, 429s retried, and the key
+nowhere in logs, artifacts or the tracking store."""
 
 from __future__ import annotations
 
@@ -23,13 +24,14 @@ def _files_containing(root: Path, needle: bytes, skip: set[Path]) -> list[str]:
 
 def test_perspective_key_from_zenml_secret_never_leaks(stack, tiny_model_dir, perspective_server, tmp_path, mbad_home, capfd):
     stack.create_secret("perspective", values={"api_key": API_KEY})
+    FakePerspective.throttle_every = 7  # the quota runs out now and then
     try:
         config_path = write_run_config(
             tmp_path / "run.yaml", tiny_model_dir,
             judge={"backend": "perspective",
                    "perspective": {"url": perspective_server, "queries_per_second": 1000,
-                                   "cache_file": str(tmp_path / "perspective.sqlite")}},
-            target_languages=["en", "hi"],
+                                   "backoff_seconds": 0.01, "cache_file": str(tmp_path / "perspective.sqlite")}},
+            target_languages=["en", "hi", "uk"],
             train={"seed": 7},  # its own adapter: the training-pipeline tests expect to train theirs
         )
         run = stack.get_pipeline_run(run_detox_training(config_path).id)
@@ -39,10 +41,15 @@ def test_perspective_key_from_zenml_secret_never_leaks(stack, tiny_model_dir, pe
 
     # Each completion went out with its own language code and the secret's key, in a header.
     sent = sorted({tuple(request["languages"]) for request in FakePerspective.requests})
-    assert sent == [("en",), ("hi",)]
+    assert sent == [("en",), ("hi",), ("uk",)]
     assert set(FakePerspective.keys) == {API_KEY}
     scores = run.steps["score_tuned"].outputs["toxicity_scores"][0].load()
-    assert set(scores["judge"]) == {"perspective"} and scores["score"].between(0, 1).all()
+    assert len(set(scores["judge"])) == 1 and scores["judge"].iloc[0].startswith("perspective:")
+    judged = scores[scores["lang"] != "uk"]
+    assert judged["score"].between(0, 1).all()
+    # uk: Perspective refused the language, so every spoken completion is not judged (NaN), never 0.
+    spoken_uk = scores[(scores["lang"] == "uk") & (scores["completion"].str.strip() != "")]
+    assert len(spoken_uk) and spoken_uk["score"].isna().all()
 
     output = capfd.readouterr()
     assert API_KEY not in output.out and API_KEY not in output.err

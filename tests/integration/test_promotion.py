@@ -66,7 +66,7 @@ def test_first_promotion_passes_and_the_champion_generates(mlflow_server, versio
     tags = client.get_model_version(MODEL, versions["en"]).tags
     assert tags["validation_status"] == "approved" and tags["gate.champion"] == "none"
     assert json.loads(tags["gate.thresholds"])["min_toxicity_reduction_pct"] == LENIENT["min_toxicity_reduction_pct"]
-    assert set(json.loads(tags["gate.metrics"])["challenger"]) >= {"toxicity_change_pct/en", "perplexity_change_pct/zh"}
+    assert set(json.loads(tags["gate.metrics"])["challenger"]) >= {"toxicity_change_pct/en", "udhr_perplexity_change_pct/zh"}
     assert "generate_base" not in run.steps  # nothing to re-evaluate without a champion
     assert zenml_stage(stack, client, versions["en"]) == "production"
 
@@ -106,13 +106,13 @@ def test_rejected_after_reevaluating_the_champion_on_the_challengers_set(mlflow_
     # evaluation steps, on the challenger's own validated pairs and judge (no new data, no new judge).
     assert tags["gate.reevaluated"] == "champion"
     champion_metrics = json.loads(tags["gate.metrics"])["champion"]
-    assert set(champion_metrics) == {f"{name}/{lang}" for name in ("toxicity_mean", "perplexity") for lang in ("en", "ru")}
+    assert set(champion_metrics) == {f"{name}/{lang}" for name in ("toxicity_mean", "udhr_perplexity") for lang in ("en", "ru")}
     statuses = {name: step.status.value for name, step in run.steps.items()}
     assert statuses["fetch_champion"] == statuses["generate_champion"] == statuses["knowledge_champion"] == "completed"
     assert not {"load_data", "train_judge", "generate_base"} & set(statuses)
     challenger_run = stack.get_pipeline_run(tags["zenml_run"])
-    judge = challenger_run.steps["train_judge"].outputs["toxicity_classifier"][0]
-    assert run.steps["score_champion"].inputs["classifier"][0].id == judge.id
+    judge = challenger_run.steps["train_judge"].outputs["toxicity_judge"][0]
+    assert run.steps["score_champion"].inputs["judge"][0].id == judge.id
     assert "promotion.replaced" not in tags
 
 

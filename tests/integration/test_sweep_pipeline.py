@@ -47,7 +47,7 @@ def test_sweep_table_has_every_mode_and_a_full_transfer_square(stack, tiny_model
     run = stack.get_pipeline_run(run_sweep(write_sweep_config(tmp_path / "sweep.yaml", tiny_model_dir)).id)
     assert run.status.value == "completed"
     results = run.steps["collect_sweep"].outputs["sweep_results"][0].load()
-    assert list(results.columns) == ["model", "mode", "source", "fraction", "target", "metric", "value"]
+    assert list(results.columns) == ["model", "mode", "source", "fraction", "target", "metric", "value", "ci_low", "ci_high", "n"]
     assert set(results["mode"]) == {"zs", "xft", "pft", "mft"}
     toxicity = results[results["metric"] == "toxicity_change_pct"]
     square = toxicity[toxicity["mode"] == "xft"].pivot_table(index="source", columns="target", values="value")
@@ -55,8 +55,9 @@ def test_sweep_table_has_every_mode_and_a_full_transfer_square(stack, tiny_model
     assert square.notna().all().all()
     assert sorted(toxicity[toxicity["mode"] == "pft"]["fraction"].unique()) == [0.1, 0.2]
     assert set(results[results["mode"] != "xft"]["source"]) == {"all"}
-    # The base model is evaluated once: zs shows no change against itself.
-    assert (toxicity[toxicity["mode"] == "zs"]["value"] == 0).all()
+    # The base model is evaluated once: zs has no change against itself, and every change has its interval.
+    assert toxicity[toxicity["mode"] == "zs"].empty
+    assert (toxicity["ci_low"] <= toxicity["value"]).all() and (toxicity["value"] <= toxicity["ci_high"]).all()
     aggregates = run.steps["collect_sweep"].outputs["sweep_aggregates"][0].load()
     assert {"same language", "same script", "different script"} <= set(aggregates["group"])
 
@@ -71,7 +72,7 @@ def test_sweep_table_has_every_mode_and_a_full_transfer_square(stack, tiny_model
     assert sorted(child.info.run_name for child in children) == sorted(
         ["zs", "xft_en", "xft_es", "xft_ru", "pft_10", "pft_20", "mft"])
     artifacts = {item.path for item in client.list_artifacts(parent)}
-    assert {"results.csv", "toxicity_change_pct.png", "perplexity_change_pct.png", "silhouette.png"} <= artifacts
+    assert {"results.csv", "toxicity_change_pct.png", "udhr_perplexity_change_pct.png", "silhouette.png"} <= artifacts
 
 
 def test_killed_sweep_resumes_without_retraining(stack, tiny_model_dir, tmp_path):

@@ -26,16 +26,30 @@ def test_run_completes_and_numbers_agree_in_zenml_and_mlflow(first_run, stack):
     run = stack.get_pipeline_run(run.id)
     assert run.status.value == "completed"
     table = run.steps["report"].outputs["detox_results"][0].load()
-    assert table["target"].tolist() == ["en", "ru", "zh"]
-    assert table[["toxicity_base", "toxicity_tuned", "perplexity_base", "perplexity_tuned"]].notna().all().all()
+    assert sorted(table["target"].unique()) == ["en", "ru", "zh"]
+    # Every figure of both models, with its paired interval, per language.
+    expected = {"toxicity_mean", "toxicity_probability", "expected_max_toxicity", "empty_share", "target_language_share",
+                "fluency_perplexity", "indomain_perplexity", "udhr_perplexity", "capitals_accuracy"}
+    assert set(table["metric"]) == expected
+    assert (table.groupby("target")["metric"].nunique() == len(expected)).all()
+    toxicity = table[table["metric"] == "toxicity_mean"]
+    assert toxicity[["base", "tuned", "change_pct_low", "change_pct_high"]].notna().all().all()
+    assert (toxicity["change_pct_low"] <= toxicity["change_pct"]).all() and (toxicity["change_pct"] <= toxicity["change_pct_high"]).all()
 
     metadata = run.steps["report"].run_metadata
     client = MlflowClient(tracking_uri())
     mlflow_run = client.get_run(metadata["mlflow_run_id"])
+    logged = mlflow_run.data.metrics
     for row in table.itertuples():
-        assert mlflow_run.data.metrics[f"toxicity_mean/{row.target}"] == pytest.approx(row.toxicity_tuned)
-        assert mlflow_run.data.metrics[f"perplexity/{row.target}"] == pytest.approx(row.perplexity_tuned)
-        assert f"judge_auc/{row.target}" in mlflow_run.data.metrics
+        if row.metric == "toxicity_mean":
+            assert logged[f"toxicity_mean/{row.target}"] == pytest.approx(row.tuned)
+            assert logged[f"toxicity_change_pct_ci_low/{row.target}"] == pytest.approx(row.change_pct_low)
+            assert logged[f"toxicity_change_pct_ci_high/{row.target}"] == pytest.approx(row.change_pct_high)
+        elif row.metric == "udhr_perplexity":
+            assert logged[f"udhr_perplexity/{row.target}"] == pytest.approx(row.tuned)
+            assert logged[f"udhr_perplexity_base_ci_low/{row.target}"] == pytest.approx(row.base_low)
+        for figure in ("auc", "style_bias"):
+            assert f"judge_{figure}/{row.target}" in logged
     artifacts = {item.path for item in client.list_artifacts(mlflow_run.info.run_id)}
     assert {"detox_results.csv", "toxicity_change.png"} <= artifacts
     assert "train_loss" in mlflow_run.data.metrics
@@ -44,6 +58,9 @@ def test_run_completes_and_numbers_agree_in_zenml_and_mlflow(first_run, stack):
     assert version.tags["trained_languages"] == "en"
     assert version.tags["evaluated_languages"] == "en,ru,zh"
     assert len(version.tags["data_hash"]) == 16
+    scores = run.steps["score_tuned"].outputs["toxicity_scores"][0].load()
+    assert version.tags["judge.identity_hash"] and {version.tags["judge.identity_hash"]} == {
+        name.partition(":")[2] for name in scores["judge"]}
     assert not client.get_registered_model("mbad-detox").aliases  # promotion is a separate, gated job
 
     zenml_model = stack.get_model_version("mbad-detox", run.model_version.number)

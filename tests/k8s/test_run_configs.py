@@ -77,7 +77,8 @@ def assert_gpu_steps_only(rendered: dict, gpus_for_training: int) -> set[str]:
 def test_training_puts_exactly_the_gpu_steps_on_the_gpu_pool(render):
     rendered = render("pipelines.training.detox_training", "configs/k8s/training.yaml")
     gpu_steps = assert_gpu_steps_only(rendered, training_processes("configs/k8s/training.yaml"))
-    assert gpu_steps == {"train_adapter", "generate_base", "generate_tuned", "knowledge_base", "knowledge_tuned"}
+    assert gpu_steps == {"train_adapter", "generate_base", "generate_tuned", "knowledge_base", "knowledge_tuned",
+                         "fluency_base", "fluency_tuned"}
     assert set(rendered["steps"]) - gpu_steps == {"load_data", "validate_data", "train_judge", "score_base",
                                                   "score_tuned", "report"}
 

