@@ -10,7 +10,7 @@ import yaml
 
 from tests.k8s.conftest import REPO_ROOT
 
-GPU_FUNCTIONS = {"train_adapter", "generate", "evaluate_knowledge", "represent"}
+GPU_FUNCTIONS = {"train_adapter", "generate", "evaluate_knowledge", "score_fluency", "represent"}
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 
 
