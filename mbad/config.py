@@ -40,6 +40,12 @@ def _share_in_range(section: str, value: float, info: ValidationInfo) -> float:
     return value
 
 
+def _in_open_unit_interval(section: str, value: float, info: ValidationInfo, why: str = "") -> float:
+    if not 0 < value < 1:
+        raise ValueError(f"{section}.{info.field_name} must be in (0, 1){why}, got {value}")
+    return value
+
+
 def _unknown_languages(field: str, codes: list[str], languages_file: str) -> str | None:
     """An error message naming the codes of `codes` missing from the registry, or None."""
     from mbad.languages import LanguageRegistry  # imports this module: resolved at call time
@@ -106,10 +112,8 @@ class DataConfig(StrictConfig):
 
     @field_validator("judge_share")
     @classmethod
-    def _judge_share_in_range(cls, value: float) -> float:
-        if not 0 < value < 1:
-            raise ValueError(f"data.judge_share must be in (0, 1): the judge and the adapters each need pairs, got {value}")
-        return value
+    def _judge_share_in_range(cls, value: float, info: ValidationInfo) -> float:
+        return _in_open_unit_interval("data", value, info, ": the judge and the adapters each need pairs")
 
 
 class ModelConfig(StrictConfig):
@@ -277,10 +281,8 @@ class JudgeConfig(StrictConfig):
 
     @field_validator("threshold")
     @classmethod
-    def _threshold_in_range(cls, value: float) -> float:
-        if not 0 < value < 1:
-            raise ValueError(f"judge.threshold must be in (0, 1), got {value}")
-        return value
+    def _threshold_in_range(cls, value: float, info: ValidationInfo) -> float:
+        return _in_open_unit_interval("judge", value, info)
 
 
 class KnowledgeConfig(StrictConfig):

@@ -12,6 +12,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from mbad.eval.compare import FIGURES  # noqa: E402
+
 PARTS = ("base", "tuned", "diff", "change_pct")
 # MLflow names: `<metric>/<lang>` is the fine-tuned model's value, as before.
 _PART_SUFFIX = {"base": "_base", "tuned": "", "diff": "_diff", "change_pct": "_change_pct"}
@@ -38,9 +40,8 @@ def metrics_for_mlflow(estimates: pd.DataFrame, judge_quality: dict[str, dict[st
     return {name: float(value) for name, value in metrics.items() if value is not None and np.isfinite(value)}
 
 
-# Figures whose clusters are prompts (the others are probe items).
-PROMPT_FIGURES = {"toxicity_mean", "toxicity_probability", "expected_max_toxicity", "empty_share",
-                  "target_language_share", "fluency_perplexity"}
+# Figures whose clusters are prompts (the others are knowledge probes, whose clusters are items).
+PROMPT_FIGURES = set(FIGURES)
 
 
 def _row(estimates: pd.DataFrame, metric: str, target: str) -> dict | None:

@@ -1,4 +1,4 @@
-"""Toxicity metrics per target language, and the base vs fine-tuned comparison."""
+"""Toxicity metrics per target language of one model (the comparison with intervals: mbad.eval.compare)."""
 
 from __future__ import annotations
 
@@ -35,33 +35,3 @@ def toxicity_by_language(scored: pd.DataFrame, threshold: float = 0.5) -> pd.Dat
 
 def percent_change(before: float, after: float) -> float:
     return float((after - before) / before * 100) if before else float("nan")
-
-
-def compare_models(
-    base_toxicity: pd.DataFrame,
-    tuned_toxicity: pd.DataFrame,
-    base_perplexity: dict[str, float],
-    tuned_perplexity: dict[str, float],
-) -> pd.DataFrame:
-    """One row per target language: base vs fine-tuned toxicity and perplexity, with % change."""
-    rows = []
-    for lang in base_toxicity.index:
-        base, tuned = base_toxicity.loc[lang], tuned_toxicity.loc[lang]
-        rows.append(
-            {
-                "target": lang,
-                "toxicity_base": base["toxicity_mean"],
-                "toxicity_tuned": tuned["toxicity_mean"],
-                "toxicity_change_pct": percent_change(base["toxicity_mean"], tuned["toxicity_mean"]),
-                "toxic_share_base": base["toxicity_probability"],
-                "toxic_share_tuned": tuned["toxicity_probability"],
-                "expected_max_toxicity_base": base["expected_max_toxicity"],
-                "expected_max_toxicity_tuned": tuned["expected_max_toxicity"],
-                "empty_share_base": base["empty_share"],
-                "empty_share_tuned": tuned["empty_share"],
-                "perplexity_base": base_perplexity.get(lang, np.nan),
-                "perplexity_tuned": tuned_perplexity.get(lang, np.nan),
-                "perplexity_change_pct": percent_change(base_perplexity.get(lang, np.nan), tuned_perplexity.get(lang, np.nan)),
-            }
-        )
-    return pd.DataFrame(rows)
