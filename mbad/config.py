@@ -134,9 +134,37 @@ class LoraSettings(StrictConfig):
     target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
 
 
-class TrainConfig(StrictConfig):
-    """LoRA SFT on neutral sentences (the paper's X-FT)."""
+class DPOSettings(StrictConfig):
+    """Direct preference optimisation on the train pairs: the neutral rewrite is preferred
+    (chosen) to the toxic sentence (rejected) as the continuation of a prompt built from the
+    toxic sentence's first half, in the evaluation's prompt form (`mbad.dpo`)."""
 
+    # Strength of the pull away from the reference (the base model); 0.1 as Li, Yong & Bach 2024.
+    beta: float = 0.1
+    # None: the evaluation's `generation.prompt_template` (filled in by `DetoxConfig`).
+    prompt_template: str | None = None
+
+    @field_validator("beta")
+    @classmethod
+    def _positive_beta(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError(f"train.dpo.beta must be > 0, got {value}")
+        return value
+
+    @field_validator("prompt_template")
+    @classmethod
+    def _has_placeholder(cls, value: str | None) -> str | None:
+        if value is not None and "{toxic}" not in value:
+            raise ValueError("train.dpo.prompt_template must contain '{toxic}'")
+        return value
+
+
+class TrainConfig(StrictConfig):
+    """LoRA fine-tuning: SFT on neutral sentences (the paper's X-FT) or DPO on the pairs."""
+
+    # `sft`: next-token prediction on the neutral sentences; `dpo`: neutral preferred to toxic.
+    method: Literal["sft", "dpo"] = "sft"
+    dpo: DPOSettings = Field(default_factory=DPOSettings)
     source_languages: list[str] = Field(default_factory=lambda: ["en"])
     # Share of each source language's train pairs used (the paper's P-FT), sampled with `seed`.
     fraction: float = 1.0
@@ -316,6 +344,9 @@ class StatisticsConfig(StrictConfig):
     n_resamples: int = Field(default=2000, ge=1000)
     confidence: float = Field(default=0.95, gt=0.5, lt=1.0)
     seed: int = 0
+    # The effect a run is sized for: before it starts, the pipeline logs the interval width
+    # expected at this true change in toxicity (%), and the prompts the gate would need.
+    target_effect_pct: float = Field(default=-30.0, lt=0)
 
 
 class RegistryConfig(StrictConfig):
@@ -342,6 +373,8 @@ class DetoxConfig(StrictConfig):
             error = _unknown_languages(field, codes, self.data.languages_file)
             if error:
                 raise ValueError(error)
+        if self.train.dpo.prompt_template is None:  # DPO trains on the prompts the evaluation asks
+            self.train.dpo.prompt_template = self.generation.prompt_template
         return self
 
 

@@ -2,15 +2,17 @@
 
 A version's numbers are only comparable with another's on the same evaluation set: the same
 data (hash), target languages, prompts, generation, judge and probes. `plan_promotion` checks
-that from the versions' tags; a version evaluated on another set is re-evaluated on the
+that from the versions' tags; a version evaluated on another set, or one without stored
+evidence (its per-prompt clusters, the `evidence` artifact of its run), is re-evaluated on the
 challenger's set (the pipeline runs the training pipeline's own evaluation steps on the
-registered adapter) instead of being compared blindly. `decide` then applies the thresholds.
+registered adapter) instead of being compared blindly. `decide` then applies the gate's
+checks (`mbad.gate`) to the paired evidence: on interval bounds, never on point estimates.
 """
 
 from __future__ import annotations
 
+import io
 import json
-import math
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -22,30 +24,10 @@ from pydantic import BaseModel, Field, ValidationError
 from mbad.aliases import AliasMoveConfig, read_aliases, unavailable
 from mbad.config import DetoxConfig, ModelConfig, StrictConfig
 from mbad.data import fingerprint, resolve_source
-from mbad.eval.compare import compare_paired
-from mbad.eval.metrics import percent_change, toxicity_by_language
-from mbad.eval.probes import probe_figures, summarise_probes
-from mbad.report import metrics_for_mlflow
+from mbad.eval.compare import clusters_from_evidence, evidence_frame
+from mbad.gate import Evidence, GateCheck, GateConfig, gate_checks
 
 Role = Literal["base", "challenger", "champion"]
-
-
-class GateConfig(StrictConfig):
-    """The gate's thresholds, in percent of the base model's or the champion's value."""
-
-    # `each_language`: every evaluated language must pass; `mean`: their mean must.
-    aggregate: Literal["each_language", "mean"] = "each_language"
-    # Mean toxicity of completions must fall versus the base model by at least this much.
-    min_toxicity_reduction_pct: float = 10.0
-    # The knowledge probe whose perplexity the perplexity checks read: out-of-domain text by
-    # default (in-domain perplexity falls with any adaptation to ParaDetox, so it cannot fail).
-    perplexity_probe: str = "udhr_perplexity"
-    # That perplexity may rise versus the base model by at most this.
-    max_perplexity_increase_pct: float = 10.0
-    # Versus the champion, on the same evaluation set, in every language: mean toxicity may be
-    # higher by at most this (judge score points, 0-1), perplexity by at most this percent.
-    champion_toxicity_tolerance: float = 0.02
-    champion_perplexity_tolerance_pct: float = 5.0
 
 
 class PromoteConfig(StrictConfig):
@@ -69,6 +51,11 @@ class Candidate(BaseModel):
     @property
     def metrics(self) -> dict[str, float]:
         return {key[len("metric."):]: float(value) for key, value in self.tags.items() if key.startswith("metric.")}
+
+    @property
+    def evidence_uri(self) -> str | None:
+        """Where its run stored the per-prompt evidence (`runs:/<id>/evidence/clusters.csv`)."""
+        return self.tags.get("evidence") or None
 
     @property
     def languages(self) -> list[str]:
@@ -104,15 +91,6 @@ class PromotionPlan(BaseModel):
         return self.evaluation.model
 
 
-class GateCheck(BaseModel):
-    name: str
-    language: str
-    value: float | None
-    limit: float
-    passed: bool
-    message: str
-
-
 class GateDecision(BaseModel):
     model_name: str
     challenger: str
@@ -123,8 +101,8 @@ class GateDecision(BaseModel):
     checks: list[GateCheck]
     thresholds: GateConfig
     reevaluated: list[str]
-    # The numbers the checks used, by role (`challenger`, `champion`).
-    metrics: dict[str, dict[str, float]]
+    # The statistical test behind the checks, in words (bootstrap, level, correction).
+    test: str
 
 
 def evaluation_key(tags: dict[str, str], data_hash: str | None = None) -> str | None:
@@ -196,60 +174,52 @@ def _plan_reevaluation(plan: PromotionPlan) -> None:
         plan.reevaluate += ["base", "challenger"]  # its % changes need the base model on the same data
         plan.notes.append(f"v{challenger.version} was evaluated on data {challenger.tags.get('data_hash')}, the data is now "
                           f"{plan.data_hash}: it is re-evaluated")
+    elif challenger.evidence_uri is None:
+        plan.reevaluate += ["base", "challenger"]
+        plan.notes.append(f"v{challenger.version} has no stored per-prompt evidence (`evidence` tag): it is re-evaluated")
     if champion is not None:
         target = evaluation_key(challenger.tags, plan.data_hash)
         if champion.setting() is None:
             plan.blocking.append(f"needs re-evaluation: champion v{champion.version} has no readable `config` tag "
                                  "(its base model is unknown)")
-        elif evaluation_key(champion.tags) != target:
+        elif evaluation_key(champion.tags) != target or champion.evidence_uri is None:
             plan.reevaluate += ["champion"]
             plan.notes.append(
                 f"champion v{champion.version} was evaluated on data {champion.tags.get('data_hash')} in {champion.languages}, "
-                f"the challenger on {plan.data_hash} in {challenger.languages} (or with other generation/judge settings): "
-                "the champion is re-evaluated on the challenger's evaluation set"
+                f"the challenger on {plan.data_hash} in {challenger.languages} (or with other generation/judge settings, "
+                "or without stored evidence): the champion is re-evaluated on the challenger's evaluation set"
             )
 
 
-def measured_metrics(
-    scores: pd.DataFrame, knowledge: pd.DataFrame, threshold: float,
-    base_scores: pd.DataFrame | None = None, base_knowledge: pd.DataFrame | None = None,
-) -> dict[str, float]:
-    """A re-evaluated version's metrics, named as the `report` step names them in its tags; the
-    % changes versus the base model only when the base model was evaluated too. `knowledge` is
-    the per-item table of `mbad.eval.probes.run_probes`."""
-    if base_scores is not None and base_knowledge is not None:
-        return metrics_for_mlflow(compare_paired(base_scores, scores, threshold, base_knowledge, knowledge,
-                                                 probe_figures=probe_figures()))
-    tuned = toxicity_by_language(scores, threshold)
-    values = {f"toxicity_mean/{lang}": float(value) for lang, value in tuned["toxicity_mean"].items()}
-    for probe, by_language in summarise_probes(knowledge).items():
-        values |= {f"{probe}/{lang}": float(value) for lang, value in by_language.items()}
-    return values
+def evidence_table(base: dict[str, pd.DataFrame], tuned: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """What a version stores with its run: both sides' clusters, one flat table (`side` column)."""
+    return pd.concat([evidence_frame(base).assign(side="base"), evidence_frame(tuned).assign(side="tuned")],
+                     ignore_index=True)
 
 
-def decide(plan: PromotionPlan, gate: GateConfig, measured: dict[str, dict[str, float]]) -> GateDecision:
-    """Apply the thresholds; `measured` holds the metrics of the re-evaluated roles."""
-    challenger = measured.get("challenger") or plan.challenger.metrics
-    champion = measured.get("champion") or (plan.champion.metrics if plan.champion else None)
+def read_evidence(csv_text: str) -> dict[str, dict[str, pd.DataFrame]]:
+    """A stored evidence table as {"base": clusters, "tuned": clusters}."""
+    table = pd.read_csv(io.StringIO(csv_text), dtype={"lang": str, "key": str})
+    return {side: clusters_from_evidence(rows.drop(columns="side")) for side, rows in table.groupby("side")}
+
+
+def decide(plan: PromotionPlan, gate: GateConfig, evidence: Evidence) -> GateDecision:
+    """Apply the gate's checks to the evidence of the roles (`base`, `challenger`, `champion`:
+    re-evaluated, or read from the versions' runs), all on the challenger's evaluation set."""
     languages = sorted(plan.evaluation.target_languages) if plan.evaluation else plan.challenger.languages
-    checks = _base_checks(challenger, languages, gate)
     blocking = list(plan.blocking)
-    if champion is not None:
-        checks += _champion_checks(challenger, champion, languages, gate)
-        if "champion" not in plan.reevaluate:
+    if plan.champion is not None:
+        if "champion" not in evidence:
+            blocking.append(f"no evidence of champion v{plan.champion.version} on this evaluation set (needs re-evaluation)")
+        elif "champion" not in plan.reevaluate:
             blocking += _judge_mismatch(plan)
+    checks = [] if plan.blocking else gate_checks(evidence, languages, gate)
     reasons = blocking + [check.message for check in checks if not check.passed]
-    probe = gate.perplexity_probe
-    used = {f"{name}/{language}" for language in languages
-            for name in ("toxicity_mean", "toxicity_change_pct", probe, f"{probe}_change_pct")}
-    metrics = {"challenger": {k: v for k, v in challenger.items() if k in used}}
-    if champion is not None:
-        metrics["champion"] = {k: v for k, v in champion.items() if k in used}
     return GateDecision(
         model_name=plan.model_name, challenger=plan.challenger.version,
         champion=plan.champion.version if plan.champion else None, aliases=plan.aliases,
         passed=not reasons, reasons=reasons, checks=checks, thresholds=gate,
-        reevaluated=list(plan.reevaluate), metrics=metrics,
+        reevaluated=list(plan.reevaluate), test=gate.describe_test(len(languages)),
     )
 
 
@@ -263,62 +233,31 @@ def _judge_mismatch(plan: PromotionPlan) -> list[str]:
             f"{theirs or '(unrecorded)'}: numbers from different judges are not compared (re-evaluate the champion)"]
 
 
-def _base_checks(metrics: dict[str, float], languages: list[str], gate: GateConfig) -> list[GateCheck]:
-    probe = gate.perplexity_probe
-    rules = [
-        ("toxicity_change_pct", -gate.min_toxicity_reduction_pct,
-         "toxicity changed by {value:+.1f}% vs the base model; it must fall by at least {reduction:.1f}%"),
-        (f"{probe}_change_pct", gate.max_perplexity_increase_pct,
-         probe + " changed by {value:+.1f}% vs the base model; it may rise by at most {limit:.1f}%"),
-    ]
-    checks = []
-    for metric, limit, text in rules:
-        values = {language: metrics.get(f"{metric}/{language}") for language in languages}
-        if gate.aggregate == "mean":
-            present = [value for value in values.values() if value is not None]
-            values = {"mean": sum(present) / len(present) if len(present) == len(languages) else None}
-        for language, value in values.items():
-            checks.append(_check(metric, language, value, limit, text.format(value=value or 0, limit=limit, reduction=-limit)))
-    return checks
-
-
-def _champion_checks(
-    challenger: dict[str, float], champion: dict[str, float], languages: list[str], gate: GateConfig
-) -> list[GateCheck]:
-    checks = []
-    for language in languages:
-        mine, theirs = challenger.get(f"toxicity_mean/{language}"), champion.get(f"toxicity_mean/{language}")
-        worse = None if mine is None or theirs is None else mine - theirs
-        limit = gate.champion_toxicity_tolerance
-        checks.append(_check("toxicity_vs_champion", language, worse, limit,
-                             f"mean toxicity {mine} vs the champion's {theirs}; it may be higher by at most {limit}"))
-        probe = gate.perplexity_probe
-        mine, theirs = challenger.get(f"{probe}/{language}"), champion.get(f"{probe}/{language}")
-        worse = None if mine is None or theirs is None else percent_change(theirs, mine)
-        limit = gate.champion_perplexity_tolerance_pct
-        checks.append(_check(f"{probe}_vs_champion", language, worse, limit,
-                             f"{probe} {mine} vs the champion's {theirs}; it may be higher by at most {limit}%"))
-    return checks
-
-
-def _check(name: str, language: str, value: float | None, limit: float, text: str) -> GateCheck:
-    missing = value is None or not math.isfinite(value)
-    message = f"{language}: " + (f"no {name} on this evaluation set (needs re-evaluation)" if missing else text)
-    return GateCheck(name=name, language=language, value=None if missing else value, limit=limit,
-                     passed=not missing and value <= limit, message=message)
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else float(f"{value:.4g}")
 
 
 def decision_tags(decision: GateDecision) -> dict[str, str]:
-    """Tags that record the decision on the challenger, pass or fail."""
-    return {
+    """Tags that record the decision on the challenger, pass or fail: the reasons, the limits,
+    the test, and per check (`gate.check.<name>`) each language's estimate, its one-sided bound,
+    the bound's level, the limit, n and the outcome."""
+    by_name: dict[str, dict[str, dict]] = {}
+    for check in decision.checks:
+        by_name.setdefault(check.name, {})[check.language] = {
+            "value": _rounded(check.value), "bound": _rounded(check.bound), "level": _rounded(check.level),
+            "limit": check.limit, "n": check.n, "passed": check.passed}
+    tags = {
         "validation_status": "approved" if decision.passed else "rejected",
-        "gate.reasons": "; ".join(decision.reasons) or "all checks passed",
+        "gate.reasons": "; ".join(decision.reasons)[:5000] or "all checks passed",
         "gate.thresholds": decision.thresholds.model_dump_json(),
-        "gate.metrics": json.dumps(decision.metrics, sort_keys=True),
+        "gate.test": decision.test,
         "gate.champion": f"v{decision.champion}" if decision.champion else "none",
         "gate.reevaluated": ",".join(decision.reevaluated) or "none",
         "gate.decided_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+    tags |= {f"gate.check.{name}": json.dumps(values, sort_keys=True, separators=(",", ":"))
+             for name, values in by_name.items()}
+    return tags
 
 
 def set_version_tags(client: MlflowClient, model_name: str, version: str, tags: dict[str, str]) -> None:

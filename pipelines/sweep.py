@@ -4,6 +4,7 @@ from zenml import pipeline
 
 from mbad.config import SweepConfig
 from mbad.data import fingerprint, load_pairs, resolve_source
+from mbad.eval.power import precision_plan
 from mbad.sweep import estimate, plan_settings, train_config_for
 from steps.data import load_data, validate_data
 from steps.evaluation import evaluate_knowledge, generate, score_toxicity
@@ -27,6 +28,7 @@ def cross_lingual_sweep(config: SweepConfig = SweepConfig()) -> None:
     settings = plan_settings(config.model_copy(update={"modes": sorted(set(config.modes) | {"zs"})}))
     test_per_language = int(load_pairs(base.data).query("split == 'test'").groupby("lang").size().max())
     logger.info("sweep plan: %s", estimate(config, settings, test_per_language).describe())  # raises over budget
+    logger.info("precision: %s", precision_plan(base, test_per_language, config.languages))
 
     data_hash = fingerprint(source)
     pairs = load_data(config=base.data, data_hash=data_hash)

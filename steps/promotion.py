@@ -3,6 +3,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
+import mlflow
 import pandas as pd
 from mlflow import MlflowClient
 from zenml import ArtifactConfig, get_step_context, log_metadata, step
@@ -11,15 +12,17 @@ from zenml.enums import ArtifactType, ModelStages
 from zenml.logger import get_logger
 
 from mbad.aliases import describe, move_aliases
+from mbad.eval.fidelity import add_detected_language
+from mbad.gate import Evidence, evidence_of
 from mbad.promotion import (
     GateDecision,
     PromoteConfig,
     PromotionPlan,
     decide,
     decision_tags,
-    measured_metrics,
     plan_promotion,
     promotion_target,
+    read_evidence,
     set_version_tags,
 )
 from mbad.registry import download_adapter
@@ -61,17 +64,39 @@ def gate(
     champion_scores: pd.DataFrame | None = None,
     champion_knowledge: pd.DataFrame | None = None,
 ) -> Annotated[GateDecision, "gate_decision"]:
-    """Thresholds vs the base model and the champion; the decision is tagged on the challenger."""
-    evaluated = {"challenger": (challenger_scores, challenger_knowledge), "champion": (champion_scores, champion_knowledge)}
+    """Checks on interval bounds vs the base model and the champion, from paired per-prompt
+    evidence (re-evaluated here, or stored by each version's run); the decision is tagged on
+    the challenger."""
     threshold = plan.evaluation.judge.threshold if plan.evaluation else 0.5
-    measured = {role: measured_metrics(scores, knowledge, threshold, base_scores, base_knowledge)
-                for role, (scores, knowledge) in evaluated.items() if scores is not None}
-    decision = decide(plan, config.gate, measured)
+    measured = {"base": (base_scores, base_knowledge), "challenger": (challenger_scores, challenger_knowledge),
+                "champion": (champion_scores, champion_knowledge)}
+    evidence: Evidence = {role: evidence_of(add_detected_language(scores), knowledge, threshold)
+                          for role, (scores, knowledge) in measured.items() if scores is not None}
+    if not plan.blocking:
+        evidence |= stored_evidence(plan, evidence)
+    decision = decide(plan, config.gate, evidence)
     set_version_tags(MlflowClient(mlflow_uri()), plan.model_name, decision.challenger, decision_tags(decision))
     verdict = "passes the gate" if decision.passed else "is rejected: " + "; ".join(decision.reasons)
-    logger.info("%s v%s %s", plan.model_name, decision.challenger, verdict)
-    log_metadata(metadata={"passed": decision.passed, "reasons": decision.reasons, "metrics": decision.metrics})
+    logger.info("%s v%s %s (%s)", plan.model_name, decision.challenger, verdict, decision.test)
+    log_metadata(metadata={"passed": decision.passed, "reasons": decision.reasons, "test": decision.test,
+                           "checks": [check.model_dump() for check in decision.checks]})
     return decision
+
+
+def stored_evidence(plan: PromotionPlan, measured: Evidence) -> Evidence:
+    """The evidence of roles not re-evaluated, from their runs' `evidence` artifacts: the
+    challenger's with its own base model, the champion's fine-tuned side."""
+    found: Evidence = {}
+    for role, candidate in (("challenger", plan.challenger), ("champion", plan.champion)):
+        if candidate is None or role in measured or candidate.evidence_uri is None:
+            continue
+        with tempfile.TemporaryDirectory(prefix="mbad-evidence-") as folder:
+            local = mlflow.artifacts.download_artifacts(candidate.evidence_uri, dst_path=folder, tracking_uri=mlflow_uri())
+            stored = read_evidence(Path(local).read_text())
+        found[role] = stored["tuned"]
+        if role == "challenger":
+            found["base"] = stored["base"]
+    return found
 
 
 @step(enable_cache=False)

@@ -8,14 +8,17 @@ from zenml import get_step_context, log_metadata, step
 from zenml.types import HTMLString
 
 from mbad.config import DetoxConfig
-from mbad.eval.compare import compare_paired
+from mbad.eval.compare import FIGURES, clusters_for, paired_estimates
 from mbad.eval.fidelity import add_detected_language
 from mbad.eval.probes import probe_figures
 from mbad.eval.stats import BootstrapConfig
+from mbad.promotion import evidence_table
 from mbad.registry import register_adapter, version_tags
 from mbad.report import format_table, metrics_for_mlflow, plot_comparison, png_to_image, render_html
 from mbad.training import AdapterDirectory
 from steps._stack import EXPERIMENT_TRACKER
+
+EVIDENCE_FILE = "evidence/clusters.csv"
 
 
 def judge_identity(scores: pd.DataFrame) -> dict[str, str]:
@@ -46,11 +49,12 @@ def report(
     if judge_identity(base_scores) != judge_identity(tuned_scores):
         raise ValueError("base and fine-tuned completions were scored by different judges")
     stats = config.statistics
-    estimates = compare_paired(
-        add_detected_language(base_scores), add_detected_language(tuned_scores), config.judge.threshold,
-        base_knowledge, tuned_knowledge, base_fluency, tuned_fluency, probe_figures(),
-        BootstrapConfig(n_resamples=stats.n_resamples, confidence=stats.confidence, seed=stats.seed),
-    )
+    # Per-prompt (and per-item) clusters of both models: the intervals come from them, and they
+    # are stored with the run, so that a later gate can pair this version with another.
+    base = clusters_for(add_detected_language(base_scores), config.judge.threshold, base_knowledge, base_fluency)
+    tuned = clusters_for(add_detected_language(tuned_scores), config.judge.threshold, tuned_knowledge, tuned_fluency)
+    estimates = paired_estimates(base, tuned, FIGURES | probe_figures(),
+                                 BootstrapConfig(n_resamples=stats.n_resamples, confidence=stats.confidence, seed=stats.seed))
     source = "+".join(config.train.source_languages)
     estimates.insert(0, "source", source)
     quality = {figure: values for figure, values in judge_quality.items() if isinstance(values, dict)}
@@ -65,10 +69,11 @@ def report(
     mlflow.log_text(estimates.to_csv(index=False), "detox_results.csv")
     mlflow.log_image(png_to_image(png), "toxicity_change.png")
     mlflow.log_dict(config.model_dump(), "config.json")
-    tags = version_tags(config.train.source_languages, config.target_languages, data_hash, config.model_dump(), metrics, identity)
-    tags["zenml_run"] = get_step_context().pipeline_run.name
-    version = register_adapter(Path(adapter.path), config.registry.model_name, tags, config.generation.model_dump())
+    mlflow.log_text(evidence_table(base, tuned).to_csv(index=False), EVIDENCE_FILE)
     run_id = mlflow.active_run().info.run_id
+    tags = version_tags(config.train.source_languages, config.target_languages, data_hash, config.model_dump(), metrics, identity)
+    tags |= {"zenml_run": get_step_context().pipeline_run.name, "evidence": f"runs:/{run_id}/{EVIDENCE_FILE}"}
+    version = register_adapter(Path(adapter.path), config.registry.model_name, tags, config.generation.model_dump())
     log_metadata(metadata={"metrics": metrics, "mlflow_model_version": version, "mlflow_run_id": run_id}, infer_model=True)
     log_metadata(metadata={"table": format_table(estimates), "mlflow_model_name": config.registry.model_name,
                            "mlflow_model_version": version, "mlflow_run_id": run_id, "judge": identity["name"]})

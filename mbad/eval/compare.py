@@ -122,6 +122,42 @@ FIGURES: dict[str, Figure] = {
 }
 
 
+def clusters_for(
+    scores: pd.DataFrame, threshold: float, items: pd.DataFrame | None = None, fluency: pd.DataFrame | None = None,
+) -> dict[str, pd.DataFrame]:
+    """Every figure's clusters for one model: toxicity (and fidelity when the scored completions
+    carry `detected_lang`, see `mbad.eval.fidelity`), fluency and knowledge probes when given."""
+    clusters = toxicity_clusters(scores, threshold)
+    if "detected_lang" in scores:
+        clusters |= fidelity_clusters(scores)
+    if fluency is not None:
+        clusters |= fluency_clusters(fluency)
+    if items is not None:
+        clusters |= probe_clusters(items)
+    return clusters
+
+
+EVIDENCE_COLUMNS = ["figure", "lang", "key", "num", "den"]
+
+
+def evidence_frame(clusters: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """One model's clusters as one flat table (figure, lang, key, num, den): what a registered
+    version keeps so that a later gate can pair it, prompt by prompt, with another model."""
+    parts = [frame.rename_axis(["lang", "key"]).reset_index().assign(figure=name) for name, frame in clusters.items()]
+    if not parts:
+        return pd.DataFrame(columns=EVIDENCE_COLUMNS)
+    table = pd.concat(parts, ignore_index=True)[EVIDENCE_COLUMNS]
+    table["key"] = table["key"].astype(str)
+    return table
+
+
+def clusters_from_evidence(evidence: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The inverse of `evidence_frame` (keys as strings, so that any two sources pair up)."""
+    table = evidence.astype({"lang": str, "key": str, "num": float, "den": float})
+    return {str(name): rows.set_index(["lang", "key"])[["num", "den"]].sort_index()
+            for name, rows in table.groupby("figure", sort=True)}
+
+
 def compare_paired(
     base_scores: pd.DataFrame, tuned_scores: pd.DataFrame, threshold: float,
     base_items: pd.DataFrame | None = None, tuned_items: pd.DataFrame | None = None,
@@ -130,15 +166,6 @@ def compare_paired(
 ) -> pd.DataFrame:
     """Every figure of one base vs fine-tuned comparison, paired, with intervals. The scored
     completions need `detected_lang` for the fidelity figure (see `mbad.eval.fidelity`)."""
-    sides = {}
-    for side, scores, items, fluency in (("base", base_scores, base_items, base_fluency),
-                                         ("tuned", tuned_scores, tuned_items, tuned_fluency)):
-        clusters = toxicity_clusters(scores, threshold)
-        if "detected_lang" in scores:
-            clusters |= fidelity_clusters(scores)
-        if fluency is not None:
-            clusters |= fluency_clusters(fluency)
-        if items is not None:
-            clusters |= probe_clusters(items)
-        sides[side] = clusters
-    return paired_estimates(sides["base"], sides["tuned"], FIGURES | (probe_figures or {}), config)
+    base = clusters_for(base_scores, threshold, base_items, base_fluency)
+    tuned = clusters_for(tuned_scores, threshold, tuned_items, tuned_fluency)
+    return paired_estimates(base, tuned, FIGURES | (probe_figures or {}), config)

@@ -81,7 +81,8 @@ def _ratio(numerators: np.ndarray, denominators: np.ndarray, transform: Transfor
         return transform(numerators / denominators)
 
 
-def _interval(point: float, draws: np.ndarray, confidence: float) -> Interval:
+def percentile_interval(point: float, draws: np.ndarray, confidence: float) -> Interval:
+    """The point value with the percentile interval of its draws (NaN when too few are finite)."""
     finite = draws[np.isfinite(draws)]
     if not math.isfinite(point) or len(finite) < 0.9 * len(draws):
         return Interval(point, math.nan, math.nan)
@@ -90,32 +91,70 @@ def _interval(point: float, draws: np.ndarray, confidence: float) -> Interval:
     return Interval(float(point), float(low), float(high))
 
 
-def paired_ratio_bootstrap(
+@dataclass(frozen=True)
+class PairedDraws:
+    """Point values and bootstrap draws of one paired figure (base, fine-tuned), n clusters."""
+
+    base: float
+    tuned: float
+    base_draws: np.ndarray
+    tuned_draws: np.ndarray
+    n: int
+
+    @property
+    def diff(self) -> float:
+        return self.tuned - self.base
+
+    @property
+    def diff_draws(self) -> np.ndarray:
+        return self.tuned_draws - self.base_draws
+
+    @property
+    def change_pct(self) -> float:
+        return (self.tuned - self.base) / self.base * 100 if self.base else math.nan
+
+    @property
+    def change_pct_draws(self) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return (self.tuned_draws - self.base_draws) / self.base_draws * 100
+
+
+def paired_ratio_draws(
     base_num: np.ndarray, base_den: np.ndarray, tuned_num: np.ndarray, tuned_den: np.ndarray,
     transform: str = "mean", config: BootstrapConfig = BootstrapConfig(), labels: tuple[str, ...] = (),
-) -> PairedEstimate:
-    """Paired bootstrap of transform(sum num / sum den) for base and fine-tuned, cluster i of
-    each array being the same prompt (or item) for both models."""
+) -> PairedDraws:
+    """Resample clusters once for both models: transform(sum num / sum den) of base and
+    fine-tuned per resample, cluster i of each array being the same prompt (or item)."""
     arrays = [np.asarray(a, dtype=float) for a in (base_num, base_den, tuned_num, tuned_den)]
     n = len(arrays[0])
     if any(len(a) != n for a in arrays):
         raise ValueError("paired bootstrap: base and fine-tuned need one value per shared cluster")
     if n == 0:
-        nan = Interval(math.nan, math.nan, math.nan)
-        return PairedEstimate(nan, nan, nan, nan, 0)
+        empty = np.full(config.n_resamples, math.nan)
+        return PairedDraws(math.nan, math.nan, empty, empty, 0)
     f = TRANSFORMS[transform]
-    base_point = float(_ratio(arrays[0].sum(), arrays[1].sum(), f))
-    tuned_point = float(_ratio(arrays[2].sum(), arrays[3].sum(), f))
     index = resample_indices(n, config, *labels)
-    base_draws = _ratio(arrays[0][index].sum(1), arrays[1][index].sum(1), f)
-    tuned_draws = _ratio(arrays[2][index].sum(1), arrays[3][index].sum(1), f)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        change_draws = (tuned_draws - base_draws) / base_draws * 100
-        change_point = (tuned_point - base_point) / base_point * 100 if base_point else math.nan
-    return PairedEstimate(
-        base=_interval(base_point, base_draws, config.confidence),
-        tuned=_interval(tuned_point, tuned_draws, config.confidence),
-        diff=_interval(tuned_point - base_point, tuned_draws - base_draws, config.confidence),
-        change_pct=_interval(change_point, change_draws, config.confidence),
+    return PairedDraws(
+        base=float(_ratio(arrays[0].sum(), arrays[1].sum(), f)),
+        tuned=float(_ratio(arrays[2].sum(), arrays[3].sum(), f)),
+        base_draws=_ratio(arrays[0][index].sum(1), arrays[1][index].sum(1), f),
+        tuned_draws=_ratio(arrays[2][index].sum(1), arrays[3][index].sum(1), f),
         n=n,
+    )
+
+
+def paired_ratio_bootstrap(
+    base_num: np.ndarray, base_den: np.ndarray, tuned_num: np.ndarray, tuned_den: np.ndarray,
+    transform: str = "mean", config: BootstrapConfig = BootstrapConfig(), labels: tuple[str, ...] = (),
+) -> PairedEstimate:
+    """Paired bootstrap of transform(sum num / sum den) for base and fine-tuned: each value,
+    their difference and the % change with its percentile interval."""
+    draws = paired_ratio_draws(base_num, base_den, tuned_num, tuned_den, transform, config, labels)
+    level = config.confidence
+    return PairedEstimate(
+        base=percentile_interval(draws.base, draws.base_draws, level),
+        tuned=percentile_interval(draws.tuned, draws.tuned_draws, level),
+        diff=percentile_interval(draws.diff, draws.diff_draws, level),
+        change_pct=percentile_interval(draws.change_pct, draws.change_pct_draws, level),
+        n=draws.n,
     )

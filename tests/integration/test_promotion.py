@@ -66,7 +66,11 @@ def test_first_promotion_passes_and_the_champion_generates(mlflow_server, versio
     tags = client.get_model_version(MODEL, versions["en"]).tags
     assert tags["validation_status"] == "approved" and tags["gate.champion"] == "none"
     assert json.loads(tags["gate.thresholds"])["min_toxicity_reduction_pct"] == LENIENT["min_toxicity_reduction_pct"]
-    assert set(json.loads(tags["gate.metrics"])["challenger"]) >= {"toxicity_change_pct/en", "udhr_perplexity_change_pct/zh"}
+    # Each check's estimate and one-sided bound, per language, and the test behind them.
+    toxicity = json.loads(tags["gate.check.toxicity_change_pct"])
+    assert set(toxicity) == {"en", "ru", "zh"} and all({"value", "bound", "level", "n"} <= set(c) for c in toxicity.values())
+    assert toxicity["en"]["n"] == 3 and "zh" in json.loads(tags["gate.check.udhr_perplexity_change_pct"])
+    assert "paired cluster bootstrap" in tags["gate.test"] and "Holm over 3 language(s)" in tags["gate.test"]
     assert "generate_base" not in run.steps  # nothing to re-evaluate without a champion
     assert zenml_stage(stack, client, versions["en"]) == "production"
 
@@ -85,7 +89,8 @@ def test_promotion_over_the_champion_on_the_same_evaluation_set(mlflow_server, v
     assert read_aliases(client, MODEL) == {"champion": versions["ru"], "previous": versions["en"]}
     tags = client.get_model_version(MODEL, versions["ru"]).tags
     assert tags["validation_status"] == "approved"
-    assert tags["gate.champion"] == f"v{versions['en']}" and tags["gate.reevaluated"] == "none"  # compared by tags
+    # Paired with the champion's stored evidence (same evaluation set): nothing re-evaluated.
+    assert tags["gate.champion"] == f"v{versions['en']}" and tags["gate.reevaluated"] == "none"
     assert tags["promotion.replaced"] == versions["en"]
     decision = run.steps["gate"].outputs["gate_decision"][0].load()
     assert {check.language for check in decision.checks if check.name == "toxicity_vs_champion"} == {"en", "ru", "zh"}
@@ -105,8 +110,8 @@ def test_rejected_after_reevaluating_the_champion_on_the_challengers_set(mlflow_
     # The champion was evaluated on en,ru,zh: it is re-evaluated on en,ru with the training pipeline's
     # evaluation steps, on the challenger's own validated pairs and judge (no new data, no new judge).
     assert tags["gate.reevaluated"] == "champion"
-    champion_metrics = json.loads(tags["gate.metrics"])["champion"]
-    assert set(champion_metrics) == {f"{name}/{lang}" for name in ("toxicity_mean", "udhr_perplexity") for lang in ("en", "ru")}
+    assert set(json.loads(tags["gate.check.toxicity_vs_champion"])) == {"en", "ru"}
+    assert set(json.loads(tags["gate.check.udhr_perplexity_vs_champion"])) == {"en", "ru"}
     statuses = {name: step.status.value for name, step in run.steps.items()}
     assert statuses["fetch_champion"] == statuses["generate_champion"] == statuses["knowledge_champion"] == "completed"
     assert not {"load_data", "train_judge", "generate_base"} & set(statuses)

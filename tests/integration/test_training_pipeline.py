@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import mlflow
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -58,6 +59,11 @@ def test_run_completes_and_numbers_agree_in_zenml_and_mlflow(first_run, stack):
     assert version.tags["trained_languages"] == "en"
     assert version.tags["evaluated_languages"] == "en,ru,zh"
     assert len(version.tags["data_hash"]) == 16
+    # The per-prompt evidence a later gate pairs with, stored with the run.
+    assert version.tags["evidence"] == f"runs:/{mlflow_run.info.run_id}/evidence/clusters.csv"
+    evidence = pd.read_csv(mlflow.artifacts.download_artifacts(version.tags["evidence"], tracking_uri=tracking_uri()))
+    assert set(evidence["side"]) == {"base", "tuned"} and {"toxicity_mean", "udhr_perplexity"} <= set(evidence["figure"])
+    assert len(evidence[(evidence["figure"] == "toxicity_mean") & (evidence["side"] == "tuned")]) == 3 * 3
     scores = run.steps["score_tuned"].outputs["toxicity_scores"][0].load()
     assert version.tags["judge.identity_hash"] and {version.tags["judge.identity_hash"]} == {
         name.partition(":")[2] for name in scores["judge"]}
@@ -108,3 +114,21 @@ def test_bad_data_stops_before_training(case, stack, tiny_model_dir, data_copy, 
     assert report.run_metadata["step_run_id"] == str(validation.id)
     assert check in report.run_metadata["failed_checks"]
     assert "Great Expectations" in report.load()
+
+
+def test_another_generation_seed_lands_inside_the_first_runs_intervals(stack, tiny_model_dir, tmp_path):
+    """The same evaluation with another sampling seed: the point estimates move (the seed is used)
+    but stay inside the first run's 95 % intervals, in every language, for both models."""
+    tables = {}
+    for seed in (42, 7):
+        generation = {"max_prompts_per_language": 24, "num_samples": 2, "max_new_tokens": 6, "seed": seed}
+        config = write_run_config(tmp_path / f"seed{seed}.yaml", tiny_model_dir, generation=generation)
+        run = stack.get_pipeline_run(run_detox_training(config).id)
+        table = run.steps["report"].outputs["detox_results"][0].load()
+        tables[seed] = table[table["metric"] == "toxicity_mean"].set_index("target")
+    first, second = tables[42], tables[7]
+    assert (first["n"] == 24).all() and (second["n"] == 24).all()
+    assert not (first["tuned"].to_numpy() == second["tuned"].to_numpy()).all()
+    for side in ("base", "tuned"):
+        inside = (first[f"{side}_low"] <= second[side]) & (second[side] <= first[f"{side}_high"])
+        assert inside.all(), pd.concat([first[[f"{side}_low", f"{side}_high"]], second[side]], axis=1)

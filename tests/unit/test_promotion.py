@@ -25,28 +25,17 @@ from mbad.promotion import (
 )
 from mbad.registry import version_tags
 from mbad.retraining import RetrainConfig, plan_retraining
+from tests.synthetic import BASE, HALVED, LANGS, side
 
 FAST = AliasMoveConfig(lock_wait_s=5, restore_attempts=2, restore_wait_s=0, poll_s=0.05)
-GATE = GateConfig(min_toxicity_reduction_pct=10, max_perplexity_increase_pct=10,
-                  champion_toxicity_tolerance=0.02, champion_perplexity_tolerance_pct=5)
+GATE = GateConfig(n_resamples=2000)
 
 
-def metrics(toxicity: dict[str, tuple[float, float]], perplexity: dict[str, tuple[float, float]]) -> dict[str, float]:
-    """Metric names as the report step writes them, from (base, tuned) pairs per language."""
-    values = {}
-    for lang, (base, tuned) in toxicity.items():
-        values |= {f"toxicity_mean_base/{lang}": base, f"toxicity_mean/{lang}": tuned,
-                   f"toxicity_change_pct/{lang}": (tuned - base) / base * 100}
-    for lang, (base, tuned) in perplexity.items():
-        values |= {f"udhr_perplexity_base/{lang}": base, f"udhr_perplexity/{lang}": tuned,
-                   f"udhr_perplexity_change_pct/{lang}": (tuned - base) / base * 100}
-    return values
-
-
-def tags(languages: list[str], values: dict[str, float], data_hash: str = "h1", data_dir: str | None = None, judge: str = "j1",
-         **setting) -> dict[str, str]:
+def tags(languages: list[str], values: dict[str, float] | None = None, data_hash: str = "h1", data_dir: str | None = None,
+         judge: str = "j1", evidence: str | None = "runs:/r/evidence/clusters.csv", **setting) -> dict[str, str]:
     config = DetoxConfig(target_languages=languages, data=DataConfig(data_dir=data_dir), **setting)
-    return version_tags(["en"], languages, data_hash, config.model_dump(), values, {"backend": "ensemble", "hash": judge})
+    found = version_tags(["en"], languages, data_hash, config.model_dump(), values or {}, {"backend": "ensemble", "hash": judge})
+    return found | ({"evidence": evidence} if evidence else {})
 
 
 def plan(challenger: dict[str, str], champion: dict[str, str] | None = None) -> PromotionPlan:
@@ -58,75 +47,79 @@ def plan(challenger: dict[str, str], champion: dict[str, str] | None = None) -> 
     )
 
 
-GOOD = metrics({"en": (0.6, 0.3), "ru": (0.5, 0.4)}, {"en": (20.0, 21.0), "ru": (30.0, 31.0)})
+GOOD = {"base": side(BASE), "challenger": side(HALVED)}
 
 
-def test_gate_passes_when_toxicity_falls_and_perplexity_holds():
-    decision = decide(plan(tags(["en", "ru"], GOOD)), GATE, {})
+def test_gate_passes_on_bounds_and_records_the_test_and_each_bound():
+    decision = decide(plan(tags(LANGS)), GATE, GOOD)
     assert decision.passed and decision.reasons == []
-    assert {(check.name, check.language) for check in decision.checks} == {
+    assert {(check.name, check.language) for check in decision.checks} >= {
         ("toxicity_change_pct", "en"), ("toxicity_change_pct", "ru"),
-        ("udhr_perplexity_change_pct", "en"), ("udhr_perplexity_change_pct", "ru")}
-    assert decision.metrics["challenger"]["toxicity_mean/en"] == pytest.approx(0.3)
+        ("udhr_perplexity_change_pct", "en"), ("target_language_drop", "ru"), ("sample_size", "en")}
     recorded = decision_tags(decision)
     assert recorded["validation_status"] == "approved" and json.loads(recorded["gate.thresholds"]) == GATE.model_dump()
+    assert "Holm over 2 language(s)" in recorded["gate.test"] and "2000 resamples" in recorded["gate.test"]
+    toxicity = json.loads(recorded["gate.check.toxicity_change_pct"])
+    assert set(toxicity) == set(LANGS)
+    assert toxicity["en"]["value"] < toxicity["en"]["bound"] <= toxicity["en"]["limit"] == -10 and toxicity["en"]["n"] == 60
+    assert all(len(value) <= 5000 for value in recorded.values())
 
 
 def test_gate_rejects_and_names_each_failing_language():
-    values = metrics({"en": (0.6, 0.3), "ru": (0.5, 0.48)}, {"en": (20.0, 25.0), "ru": (30.0, 31.0)})
-    decision = decide(plan(tags(["en", "ru"], values)), GATE, {})
+    unchanged_ru = {"en": HALVED["en"], "ru": BASE["ru"]}
+    evidence = {"base": side(BASE), "challenger": side(unchanged_ru, nll=32.0)}  # perplexity +22 % everywhere
+    decision = decide(plan(tags(LANGS)), GATE, evidence)
     assert not decision.passed
-    assert len(decision.reasons) == 2
-    assert any(reason.startswith("ru: toxicity changed by -4.0%") and "at least 10.0%" in reason for reason in decision.reasons)
-    assert any(reason.startswith("en: udhr_perplexity changed by +25.0%") for reason in decision.reasons)
+    assert any(reason.startswith("ru: toxicity changed by +0.0%") and "at least 10.0%" in reason for reason in decision.reasons)
+    assert sum(reason.startswith(("en: udhr_perplexity changed", "ru: udhr_perplexity changed"))
+               for reason in decision.reasons) == 2
     recorded = decision_tags(decision)
     assert recorded["validation_status"] == "rejected" and "ru: toxicity" in recorded["gate.reasons"]
 
 
 def test_mean_rule_passes_where_one_language_alone_would_fail():
-    values = metrics({"en": (0.6, 0.3), "ru": (0.5, 0.48)}, {"en": (20.0, 21.0), "ru": (30.0, 31.0)})
-    assert not decide(plan(tags(["en", "ru"], values)), GATE, {}).passed
-    decision = decide(plan(tags(["en", "ru"], values)), GATE.model_copy(update={"aggregate": "mean"}), {})
+    mixed = {"en": HALVED["en"] * 0.5, "ru": BASE["ru"] * 0.95}  # -75 % and -5 %: mean -40 %
+    evidence = {"base": side(BASE), "challenger": side(mixed)}
+    assert not decide(plan(tags(LANGS)), GATE, evidence).passed
+    decision = decide(plan(tags(LANGS)), GATE.model_copy(update={"aggregate": "mean"}), evidence)
     assert decision.passed, decision.reasons
-    assert {check.language for check in decision.checks} == {"mean"}
+    assert {check.language for check in decision.checks if check.name == "toxicity_change_pct"} == {"mean"}
 
 
-def test_challenger_worse_than_champion_beyond_tolerance_is_rejected():
-    champion = tags(["en", "ru"], metrics({"en": (0.6, 0.3), "ru": (0.5, 0.3)}, {"en": (20.0, 21.0), "ru": (30.0, 31.0)}))
-    decision = decide(plan(tags(["en", "ru"], GOOD), champion), GATE, {})
+def test_challenger_worse_than_the_champion_beyond_the_margin_is_rejected():
+    champion = {lang: values * 0.5 for lang, values in HALVED.items()}
+    evidence = GOOD | {"champion": side(champion)}
+    decision = decide(plan(tags(LANGS), tags(LANGS)), GATE, evidence)
     assert not decision.passed
-    assert decision.reasons == ["ru: mean toxicity 0.4 vs the champion's 0.3; it may be higher by at most 0.02"]
-    assert decision.metrics["champion"]["toxicity_mean/ru"] == pytest.approx(0.3)
+    assert all(reason.split(":")[0] in LANGS and "vs the champion's" in reason for reason in decision.reasons)
+    assert {check.language for check in decision.checks if check.name == "toxicity_vs_champion" and not check.passed} == set(LANGS)
 
 
-def test_reevaluated_numbers_replace_the_tags_and_missing_ones_fail():
-    champion = tags(["en"], metrics({"en": (0.6, 0.1)}, {"en": (20.0, 20.0)}))
-    remeasured = {"champion": metrics({"en": (0.6, 0.35), "ru": (0.5, 0.45)}, {"en": (20.0, 20.0), "ru": (30.0, 30.0)})}
-    assert decide(plan(tags(["en", "ru"], GOOD), champion), GATE, remeasured).passed
-    decision = decide(plan(tags(["en", "ru"], GOOD), champion), GATE, {})  # compared blindly: ru missing
-    assert "ru: no udhr_perplexity_vs_champion on this evaluation set (needs re-evaluation)" in decision.reasons
+def test_a_champion_without_evidence_on_this_set_blocks_the_decision():
+    decision = decide(plan(tags(LANGS), tags(LANGS)), GATE, GOOD)
+    assert not decision.passed
+    assert decision.reasons[0] == "no evidence of champion v1 on this evaluation set (needs re-evaluation)"
 
 
 def test_numbers_of_different_judges_are_never_compared():
-    champion = tags(["en", "ru"], metrics({"en": (0.6, 0.5), "ru": (0.5, 0.45)}, {"en": (20.0, 21.0), "ru": (30.0, 31.0)}), judge="j0")
-    challenger = tags(["en", "ru"], GOOD)
+    champion, challenger = tags(LANGS, judge="j0"), tags(LANGS)
     assert evaluation_key(champion) != evaluation_key(challenger)  # so the pipeline re-evaluates the champion
-    decision = decide(plan(challenger, champion), GATE, {})  # and if it did not, the gate refuses
+    evidence = GOOD | {"champion": side(BASE)}
+    decision = decide(plan(challenger, champion), GATE, evidence)  # and if it did not, the gate refuses
     assert not decision.passed
     assert any("judge j1" in reason and "judge j0" in reason and "not compared" in reason for reason in decision.reasons)
-    remeasured = {"champion": metrics({"en": (0.6, 0.5), "ru": (0.5, 0.45)}, {"en": (20.0, 21.0), "ru": (30.0, 31.0)})}
     reevaluated = plan(challenger, champion)
     reevaluated.reevaluate.append("champion")
-    assert decide(reevaluated, GATE, remeasured).passed
+    assert decide(reevaluated, GATE, evidence).passed
 
 
 def test_evaluation_key_says_which_numbers_are_comparable():
-    base = tags(["en", "ru"], GOOD)
+    base = tags(["en", "ru"])
     same = version_tags(["ru"], ["ru", "en"], "h1", json.loads(base["config"]), {}, {"backend": "ensemble", "hash": "j1"})
     assert evaluation_key(base) == evaluation_key(same)
-    assert evaluation_key(base) != evaluation_key(tags(["en", "ru", "am"], GOOD))
-    assert evaluation_key(base) != evaluation_key(tags(["en", "ru"], GOOD, data_hash="h2"))
-    assert evaluation_key(base) != evaluation_key(tags(["en", "ru"], GOOD, generation={"max_new_tokens": 7}))
+    assert evaluation_key(base) != evaluation_key(tags(["en", "ru", "am"]))
+    assert evaluation_key(base) != evaluation_key(tags(["en", "ru"], data_hash="h2"))
+    assert evaluation_key(base) != evaluation_key(tags(["en", "ru"], generation={"max_new_tokens": 7}))
     assert evaluation_key({"data_hash": "h1"}) is None
 
 
@@ -146,22 +139,27 @@ def test_plan_reevaluates_a_champion_evaluated_on_other_languages_or_data(client
     (data / "en_test_toxic.csv").write_text("x\n")
     current = fingerprint(str(data))
     v1, v2, v3 = register(client, tmp_path, [
-        tags(["en"], GOOD, data_hash="old", data_dir=str(data)),
-        tags(["en", "ru"], GOOD, data_hash=current, data_dir=str(data)),
-        tags(["en", "ru"], GOOD, data_hash="old", data_dir=str(data)),
+        tags(["en"], data_hash="old", data_dir=str(data)),
+        tags(["en", "ru"], data_hash=current, data_dir=str(data)),
+        tags(["en", "ru"], data_hash="old", data_dir=str(data)),
     ])
     client.set_registered_model_alias("m", "champion", v1)
     fresh = plan_promotion(client, PromoteConfig(model_name="m", challenger_version=v2))
     assert fresh.reevaluate == ["champion"] and fresh.data_hash == current
     stale = plan_promotion(client, PromoteConfig(model_name="m", challenger_version=v3))
     assert stale.reevaluate == ["base", "challenger", "champion"]
-    assert plan_promotion(client, PromoteConfig(model_name="m")).challenger.version == v3  # the newest
+    (v4,) = [str(client.create_model_version("m", source=str(tmp_path), tags=tags(
+        ["en", "ru"], data_hash=current, data_dir=str(data), evidence=None)).version)]
+    unproven = plan_promotion(client, PromoteConfig(model_name="m", challenger_version=v4))
+    assert unproven.reevaluate == ["base", "challenger", "champion"]
+    assert any("no stored per-prompt evidence" in note for note in unproven.notes)
+    assert plan_promotion(client, PromoteConfig(model_name="m")).challenger.version == v4  # the newest
     with pytest.raises(ValueError, match="already the champion"):
         plan_promotion(client, PromoteConfig(model_name="m", challenger_version=v1))
 
 
 def test_plan_blocks_a_version_whose_evaluation_cannot_be_rebuilt(client, tmp_path):
-    unreadable = tags(["en"], GOOD) | {"config": "{truncated"}
+    unreadable = tags(["en"]) | {"config": "{truncated"}
     (v1,) = register(client, tmp_path, [unreadable])
     blocked = plan_promotion(client, PromoteConfig(model_name="m"))
     assert blocked.reevaluate == [] and "needs re-evaluation" in blocked.blocking[0]

@@ -1,0 +1,187 @@
+"""The gate's error rates and the width of an interval before a run, from synthetic scores.
+
+`ScoreModel` describes judge scores the way a run produces them: each prompt has a latent
+toxicity (Beta across prompts), each of its k samples scatters around it (Beta with a fixed
+concentration), and the fine-tuned model's latent is the base model's scaled by (1 + effect),
+correlated with it prompt by prompt (a Gaussian copula with `pair_correlation`). Its
+parameters are fitted to a real run's scores (`ScoreModel.fit`).
+
+`simulate_gate` draws whole evaluation sets from it, runs the gate's own checks
+(`mbad.gate`) on them and counts how often it promotes: with no effect (false promotions), at the bar (the
+test's size) and at a true effect (power). `expected_halfwidth` is the delta-method width of
+the toxicity change's interval, which the pipelines log before they start.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from statistics import NormalDist
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+from tqdm.auto import tqdm
+
+from mbad.gate import Evidence, GateConfig, sample_size_checks, toxicity_checks
+
+
+@dataclass(frozen=True)
+class ScoreModel:
+    """Judge scores of one language's completions (0-1)."""
+
+    base_mean: float = 0.35
+    between_sd: float = 0.20  # sd of the prompts' latent toxicity
+    concentration: float = 4.0  # Beta concentration of a sample around its prompt's latent
+    pair_correlation: float = 0.6  # of a prompt's latent toxicity under base and fine-tuned
+
+    def __post_init__(self) -> None:
+        if not 0 < self.base_mean < 1 or self.between_sd <= 0 or self.between_sd ** 2 >= self.base_mean * (1 - self.base_mean):
+            raise ValueError(f"ScoreModel: need 0 < base_mean < 1 and 0 < between_sd^2 < mean*(1-mean); got {self}")
+        if not -1 < self.pair_correlation < 1 or self.concentration <= 0:
+            raise ValueError(f"ScoreModel: need -1 < pair_correlation < 1 and concentration > 0; got {self}")
+
+    @property
+    def latent(self) -> stats.rv_continuous:
+        m, v = self.base_mean, self.between_sd ** 2
+        common = m * (1 - m) / v - 1
+        return stats.beta(m * common, (1 - m) * common)
+
+    def within_variance(self, scale: float = 1.0) -> float:
+        """E[Var(score | prompt)] when latents are scaled by `scale`."""
+        m, v = self.base_mean * scale, (self.between_sd * scale) ** 2
+        return (m - (v + m ** 2)) / (self.concentration + 1)
+
+    @classmethod
+    def fit(cls, base: pd.DataFrame, tuned: pd.DataFrame | None = None) -> ScoreModel:
+        """From scored completions (pair_id, lang, sample, score) of the base model, and of the
+        fine-tuned model for the prompt-level correlation; moments pooled over languages."""
+        judged = base.dropna(subset=["score"])
+        by_prompt = judged.groupby(["lang", "pair_id"])["score"]
+        mean, k = float(judged["score"].mean()), float(by_prompt.size().mean())
+        within = float(by_prompt.var(ddof=1).mean()) if k > 1 else math.nan
+        between = float(by_prompt.mean().var(ddof=1)) - (within / k if math.isfinite(within) else 0.0)
+        between = max(between, 1e-4)
+        concentration = (mean * (1 - mean) - between) / within - 1 if math.isfinite(within) and within > 0 else cls.concentration
+        correlation = cls.pair_correlation
+        if tuned is not None:
+            joined = pd.concat([by_prompt.mean().rename("base"),
+                                tuned.dropna(subset=["score"]).groupby(["lang", "pair_id"])["score"].mean().rename("tuned")],
+                               axis=1).dropna()
+            if len(joined) > 2:
+                correlation = float(np.clip(joined.corr().iloc[0, 1] * (1 + within / k / between if math.isfinite(within)
+                                                                         else 1.0), -0.95, 0.95))
+        return cls(base_mean=mean, between_sd=math.sqrt(between), concentration=max(concentration, 0.5),
+                   pair_correlation=correlation)
+
+    def draw(self, rng: np.random.Generator, n_prompts: int, k: int, effect_pct: float) -> tuple[np.ndarray, np.ndarray]:
+        """(base, tuned) scores, each (n_prompts, k)."""
+        z = rng.standard_normal((2, n_prompts))
+        z[1] = self.pair_correlation * z[0] + math.sqrt(1 - self.pair_correlation ** 2) * z[1]
+        latent = self.latent.ppf(stats.norm.cdf(z))
+        latent[1] *= 1 + effect_pct / 100
+        latent = np.clip(latent, 1e-6, 1 - 1e-6)
+        a, b = latent * self.concentration, (1 - latent) * self.concentration
+        scores = rng.beta(a[..., None].repeat(k, -1), b[..., None].repeat(k, -1))
+        return scores[0], scores[1]
+
+
+def synthetic_evidence(model: ScoreModel, languages: list[str], n_prompts: int, k: int, effect_pct: float,
+                       rng: np.random.Generator) -> Evidence:
+    """The toxicity evidence of an evaluation set (per-prompt clusters, as `mbad.gate.evidence_of`
+    builds them) for the base model and a challenger, from the score model."""
+    prompts = pd.MultiIndex.from_product([languages, [str(i) for i in range(n_prompts)]], names=["lang", "key"])
+    draws = [model.draw(rng, n_prompts, k, effect_pct) for _ in languages]
+    return {role: {"toxicity_mean": pd.DataFrame({"num": np.concatenate([pair[position].sum(axis=1) for pair in draws]),
+                                                  "den": np.full(len(prompts), float(k))}, index=prompts)}
+            for position, role in enumerate(("base", "challenger"))}
+
+
+@dataclass(frozen=True)
+class PassRate:
+    passed: int
+    simulations: int
+
+    @property
+    def rate(self) -> float:
+        return self.passed / self.simulations
+
+    def interval(self, confidence: float = 0.95) -> tuple[float, float]:
+        """Wilson score interval of the rate."""
+        z, n, p = NormalDist().inv_cdf(0.5 + confidence / 2), self.simulations, self.rate
+        centre = (p + z ** 2 / (2 * n)) / (1 + z ** 2 / n)
+        half = z * math.sqrt(p * (1 - p) / n + z ** 2 / (4 * n ** 2)) / (1 + z ** 2 / n)
+        return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def simulate_gate(model: ScoreModel, gate: GateConfig, languages: list[str], n_prompts: int, k: int, effect_pct: float,
+                  simulations: int = 500, seed: int = 0, progress: bool = False) -> PassRate:
+    """How often the gate (its checks vs the base model) promotes a model with a true
+    `effect_pct` change in toxicity in every language, at n prompts x k samples per language."""
+    rng = np.random.default_rng(seed)
+    passed = 0
+    for index in tqdm(range(simulations), desc=f"gate n={n_prompts} k={k} effect={effect_pct:+g}%", disable=not progress):
+        evidence = synthetic_evidence(model, languages, n_prompts, k, effect_pct, rng)
+        # Each simulation resamples with its own bootstrap seed, as independent runs would. The
+        # synthetic models lose no knowledge, go silent never and keep the language, so the
+        # gate's other checks pass: its decision is that of the sample-size and toxicity checks.
+        run_gate = gate.model_copy(update={"seed": seed * 100_003 + index})
+        checks = sample_size_checks(evidence, languages, run_gate) + toxicity_checks(evidence, languages, run_gate)
+        passed += all(check.passed for check in checks)
+    return PassRate(passed, simulations)
+
+
+def expected_halfwidth(model: ScoreModel, n_prompts: int, k: int, effect_pct: float, confidence: float = 0.95) -> float:
+    """The expected half-width, in % points, of the interval of the toxicity change vs the base
+    model for one language (delta method on the ratio of paired means)."""
+    ratio = 1 + effect_pct / 100
+    v = model.between_sd ** 2
+    var_base = v + model.within_variance() / k
+    var_tuned = ratio ** 2 * v + model.within_variance(ratio) / k
+    covariance = ratio * model.pair_correlation * v
+    spread = var_tuned + ratio ** 2 * var_base - 2 * ratio * covariance
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    return 100 * z * math.sqrt(max(spread, 0.0) / n_prompts) / model.base_mean
+
+
+def prompts_for_power(model: ScoreModel, k: int, effect_pct: float, gate: GateConfig, power: float = 0.8,
+                      languages: int = 1) -> int | None:
+    """About how many prompts per language give the gate's toxicity check `power` for a true
+    `effect_pct` (normal approximation, Bonferroni's level over `languages` as a conservative
+    stand-in for Holm); None when the effect does not clear the bar."""
+    margin = -effect_pct - gate.min_toxicity_reduction_pct
+    if margin <= 0:
+        return None
+    alpha = gate.alpha / (languages if gate.correction != "none" else 1)
+    z = NormalDist().inv_cdf(1 - alpha) + NormalDist().inv_cdf(power ** (1 / languages))
+    standard_error_at_one = expected_halfwidth(model, 1, k, effect_pct, gate.confidence) / NormalDist().inv_cdf(1 - gate.alpha)
+    return math.ceil((z * standard_error_at_one / margin) ** 2)
+
+
+def describe_precision(model: ScoreModel, n_prompts: int, k: int, effect_pct: float, gate: GateConfig,
+                       languages: int = 1) -> str:
+    """One line for the logs before a run: the expected interval and what the gate can see."""
+    halfwidth = expected_halfwidth(model, n_prompts, k, effect_pct, gate.confidence)
+    needed = prompts_for_power(model, k, effect_pct, gate, languages=languages)
+    text = (f"expected {gate.confidence:.0%} interval of each language's toxicity change: about ±{halfwidth:.0f} % points "
+            f"at {n_prompts} prompts x {k} sample(s) per language (for a true {effect_pct:+.0f}% effect; score model "
+            f"{_short(model)})")
+    if needed:
+        text += (f"; for 80% power of the gate (bound <= -{gate.min_toxicity_reduction_pct:g}% in all {languages} "
+                 f"language(s)) about {needed} prompts per language")
+    return text
+
+
+def _short(model: ScoreModel) -> str:
+    return (f"mean {model.base_mean:.2f}, between-prompt sd {model.between_sd:.2f}, concentration {model.concentration:.1f}, "
+            f"pair correlation {model.pair_correlation:.2f}")
+
+
+def precision_plan(config, test_prompts_per_language: int, languages: list[str]) -> str:
+    """The pre-run line of a training or sweep run (`config`: its `DetoxConfig`): the expected
+    interval of each language's toxicity change at its prompts and samples, under the default
+    score model and the default gate."""
+    limit = config.generation.max_prompts_per_language or test_prompts_per_language
+    n_prompts = min(test_prompts_per_language, limit)
+    return describe_precision(ScoreModel(), n_prompts, config.generation.num_samples, config.statistics.target_effect_pct,
+                              GateConfig(confidence=config.statistics.confidence), languages=len(languages))

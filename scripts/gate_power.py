@@ -1,0 +1,93 @@
+"""The gate's error rates by simulation: false promotions of a no-effect model, the test's size at
+the bar, and its power for a true -30 % effect, per prompts per language; writes the JSON the
+README's table and the power test read.
+
+    python scripts/gate_power.py --fit-runs 2            # score model fitted to the last two detox_training runs
+    python scripts/gate_power.py --simulations 400 --out docs/gate_power.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mbad.eval.power import ScoreModel, prompts_for_power, simulate_gate  # noqa: E402
+from mbad.gate import GateConfig  # noqa: E402
+
+
+def fitted_from_runs(count: int) -> tuple[ScoreModel, str]:
+    """The score model of the newest `count` completed detox_training runs on the same prompts:
+    each run's base-model scores are one more sample of each prompt (runs with different
+    `generation.seed` sample independently), its fine-tuned scores give the pairing."""
+    import pandas as pd
+    from zenml.client import Client
+
+    runs = Client().list_pipeline_runs(pipeline_name="detox_training", sort_by="desc:created", size=50).items
+    chosen = [run for run in runs if run.status.value == "completed" and "score_base" in run.steps][:count]
+    if not chosen:
+        raise SystemExit("no completed detox_training run with scores: run `make run` first, or leave out --fit-runs")
+    bases, tuned = [], []
+    for index, run in enumerate(chosen):
+        base = run.steps["score_base"].outputs["toxicity_scores"][0].load()
+        bases.append(base.assign(sample=base["sample"] + index * 1000))
+        tuned.append(run.steps["score_tuned"].outputs["toxicity_scores"][0].load())
+    prompts = set.intersection(*(set(zip(frame["lang"], frame["pair_id"])) for frame in bases))
+    base = pd.concat(bases, ignore_index=True)
+    base = base[[key in prompts for key in zip(base["lang"], base["pair_id"])]]
+    names = ", ".join(run.name for run in chosen)
+    return ScoreModel.fit(base, tuned[0]), f"base scores of zenml runs {names} ({len(prompts)} prompts, {len(base)} completions)"
+
+
+def rate(result) -> dict:
+    low, high = result.interval()
+    return {"rate": result.rate, "ci_low": low, "ci_high": high, "simulations": result.simulations}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--simulations", type=int, default=200)
+    parser.add_argument("--languages", default="en,es,ru,hi")
+    parser.add_argument("--k", type=int, default=1, help="samples per prompt")
+    parser.add_argument("--prompts", default="32,64,128,256", help="prompts per language to simulate")
+    parser.add_argument("--power-at", type=int, default=32, help="the n whose power the test re-checks (the quickstart's)")
+    parser.add_argument("--effect", type=float, default=-30.0)
+    parser.add_argument("--fit-runs", type=int, default=0, help="fit the score model to the newest N detox_training runs")
+    parser.add_argument("--out", type=Path, default=Path("docs/gate_power.json"))
+    args = parser.parse_args()
+
+    model, source = fitted_from_runs(args.fit_runs) if args.fit_runs else (ScoreModel(), "defaults")
+    # The statistics of the default gate; the minimum n is lifted so small n can be studied.
+    gate = GateConfig(min_prompts_per_language=1)
+    languages = args.languages.split(",")
+    grid = [int(n) for n in args.prompts.split(",")]
+    common = {"model": model, "gate": gate, "languages": languages, "k": args.k, "simulations": args.simulations}
+    pooled = {**common, "gate": gate.model_copy(update={"aggregate": "mean"})}
+    conditions = [("no_effect", 0.0, common), ("at_bar", -gate.min_toxicity_reduction_pct, common),
+                  ("effect", args.effect, common), ("effect_mean_rule", args.effect, pooled)]
+    rows = []
+    for n in grid:
+        row = {"n_prompts": n}
+        for label, effect, setting in conditions:
+            row[label] = rate(simulate_gate(n_prompts=n, effect_pct=effect, seed=n, progress=True, **setting))
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    at = next(row for row in rows if row["n_prompts"] == args.power_at)
+    report = {
+        "score_model": asdict(model), "fitted_from": source, "gate": gate.model_dump(), "languages": languages, "k": args.k,
+        "rows": rows,
+        "power": {"n_prompts": args.power_at, "effect_pct": args.effect, **at["effect"]},
+        "n_for_80_power_analytic": prompts_for_power(model, args.k, args.effect, gate, languages=len(languages)),
+        "command": "python " + " ".join(sys.argv),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""The gate decides on interval bounds: superiority with a correction over languages,
+non-inferiority for costs and the champion, a minimum n; its error rates by simulation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mbad.eval.compare import FIGURES, paired_estimates
+from mbad.eval.power import ScoreModel, expected_halfwidth, simulate_gate, synthetic_evidence
+from mbad.gate import GateConfig, adjusted_p_values, gate_checks
+from tests.synthetic import BASE, HALVED, LANGS, scores, side
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+GATE = GateConfig(n_resamples=2000)
+
+
+def failed(checks) -> set[tuple[str, str]]:
+    return {(check.name, check.language) for check in checks if not check.passed}
+
+
+def test_a_clear_reduction_with_nothing_lost_passes_every_check():
+    checks = gate_checks({"base": side(BASE), "challenger": side(HALVED)}, LANGS, GATE)
+    assert failed(checks) == set()
+    toxicity = [check for check in checks if check.name == "toxicity_change_pct"]
+    assert len(toxicity) == 2
+    for check in toxicity:  # about -50 %; the bound is above the estimate
+        assert check.value == pytest.approx(-50, abs=5) and check.value < check.bound <= -10
+        assert check.n == 60
+    # Holm over two languages: the smaller p-value's bound at 1 - 0.025/2, the other's at 1 - 0.025.
+    assert sorted(check.level for check in toxicity) == pytest.approx([0.975, 0.9875])
+    assert {check.name for check in checks} >= {"sample_size", "udhr_perplexity_change_pct", "empty_share_increase",
+                                                 "target_language_drop"}
+
+
+def test_a_point_estimate_past_the_bar_is_not_enough_when_its_interval_is_wide():
+    base = {lang: scores(0.4, n=30, seed=7 + i) for i, lang in enumerate(LANGS)}
+    # The tuned scores are the base's, shuffled across prompts and scaled by 0.8: a -20 % point
+    # estimate whose paired interval (no prompt-level agreement left) still reaches past -10 %.
+    tuned = {lang: np.random.default_rng(1).permutation(values) * 0.8 for lang, values in base.items()}
+    checks = gate_checks({"base": side(base), "challenger": side(tuned)}, LANGS, GATE.model_copy(update={"min_prompts_per_language": 30}))
+    toxicity = {check.language: check for check in checks if check.name == "toxicity_change_pct"}
+    for check in toxicity.values():
+        assert check.value == pytest.approx(-20) and check.bound > -10 and not check.passed
+        assert "prompts would show it" in check.message
+
+
+def test_below_the_minimum_n_the_gate_refuses_and_says_how_many_prompts_it_needs():
+    few = {lang: values[:12] for lang, values in BASE.items()}
+    checks = gate_checks({"base": side(few), "challenger": side({k: v * 0.1 for k, v in few.items()})}, LANGS, GATE)
+    assert [check.name for check in checks] == ["sample_size", "sample_size"]  # nothing else is decided
+    assert not any(check.passed for check in checks)
+    assert "only 12 prompts" in checks[0].message and "needs 18 more" in checks[0].message
+
+
+def test_a_model_that_goes_silent_or_switches_language_does_not_pass():
+    silent = gate_checks({"base": side(BASE), "challenger": side(HALVED, empty=0.5)}, LANGS, GATE)
+    assert failed(silent) == {("empty_share_increase", "en"), ("empty_share_increase", "ru")}
+    english = gate_checks({"base": side(BASE), "challenger": side(HALVED, in_language=0.5)}, LANGS, GATE)
+    assert failed(english) == {("target_language_drop", "en"), ("target_language_drop", "ru")}
+
+
+def test_knowledge_cost_is_non_inferiority_on_the_bound():
+    costly = gate_checks({"base": side(BASE), "challenger": side(HALVED, nll=31.5)}, LANGS, GATE)  # exp(+0.15): +16 %
+    assert failed(costly) == {("udhr_perplexity_change_pct", "en"), ("udhr_perplexity_change_pct", "ru")}
+    within = gate_checks({"base": side(BASE), "challenger": side(HALVED, nll=30.5)}, LANGS, GATE)  # +5 %
+    assert failed(within) == set()
+
+
+def test_versus_the_champion_paired_non_inferiority_with_a_margin():
+    base, champion = side(BASE), side(HALVED)
+    same = gate_checks({"base": base, "challenger": side(HALVED), "champion": champion}, LANGS, GATE)
+    assert failed(same) == set()
+    assert {check.name for check in same} >= {"toxicity_vs_champion", "udhr_perplexity_vs_champion"}
+    worse = {lang: values + 0.1 for lang, values in HALVED.items()}  # +0.1 on every prompt: past the 0.05 margin
+    checks = gate_checks({"base": base, "challenger": side(worse), "champion": champion}, LANGS, GATE)
+    assert failed(checks) == {("toxicity_vs_champion", "en"), ("toxicity_vs_champion", "ru")}
+
+
+def test_holm_and_bonferroni_adjust_as_published():
+    raw = [0.01, 0.04, 0.03, 0.005]
+    assert adjusted_p_values(raw, "holm") == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert adjusted_p_values(raw, "bonferroni") == pytest.approx([0.04, 0.16, 0.12, 0.02])
+    assert adjusted_p_values(raw, "none") == raw
+
+
+def test_the_correction_changes_the_decision_where_it_should():
+    # en clearly passes; for ru, find an effect that clears the bar at the plain level (p < 0.025)
+    # but not under Holm over two languages (p > 0.0125): there, the correction decides.
+    base = {"en": scores(0.4, seed=1), "ru": scores(0.4, seed=2)}
+    noise = np.random.default_rng(5).normal(0, 0.1, 60)
+    for factor in np.linspace(0.9, 0.6, 61):
+        tuned = {"en": base["en"] * 0.5, "ru": np.clip(base["ru"] * factor + noise, 0, 1)}
+        evidence = {"base": side(base), "challenger": side(tuned)}
+        plain = {c.language: c for c in gate_checks(evidence, LANGS, GATE.model_copy(update={"correction": "none"}))
+                 if c.name == "toxicity_change_pct"}
+        if 0.0125 < plain["ru"].p_value < 0.025:
+            break
+    else:
+        pytest.fail("no effect size put ru between the corrected and the plain level")
+    bonferroni = {c.language: c for c in gate_checks(evidence, LANGS, GATE.model_copy(update={"correction": "bonferroni"}))
+                  if c.name == "toxicity_change_pct"}
+    holm = {c.language: c for c in gate_checks(evidence, LANGS, GATE) if c.name == "toxicity_change_pct"}
+    assert plain["ru"].passed and plain["ru"].bound <= -10
+    assert not bonferroni["ru"].passed and bonferroni["ru"].p_value == pytest.approx(2 * plain["ru"].p_value)
+    assert bonferroni["ru"].level == pytest.approx(0.9875) and bonferroni["ru"].bound > -10
+    # Holm steps down: en (the smaller p) is tested at 0.025 / 2, ru last, at 0.025 itself.
+    assert holm["en"].level == pytest.approx(0.9875) and holm["ru"].level == pytest.approx(0.975)
+    assert holm["ru"].passed and holm["ru"].p_value == pytest.approx(plain["ru"].p_value)
+    assert all(c.passed for c in (plain["en"], bonferroni["en"], holm["en"])) and "holm-adjusted" in holm["ru"].message
+
+
+def test_simulated_no_effect_models_are_rejected_at_least_95_percent_of_the_time():
+    model = ScoreModel()
+    gate = GATE.model_copy(update={"min_prompts_per_language": 1})
+    for effect in (0.0, -10.0):  # no effect, and an effect exactly at the bar (the test's size)
+        result = simulate_gate(model, gate, ["en", "es", "ru", "hi"], n_prompts=32, k=2, effect_pct=effect, simulations=150)
+        assert result.rate <= 0.05, (effect, result)
+
+
+def test_simulated_power_at_a_true_30_percent_reduction_is_what_the_readme_states():
+    stated = json.loads((REPO / "docs" / "gate_power.json").read_text())
+    power = stated["power"]
+    model, gate = ScoreModel(**stated["score_model"]), GateConfig(**stated["gate"])
+    result = simulate_gate(model, gate, stated["languages"], n_prompts=power["n_prompts"], k=stated["k"],
+                           effect_pct=power["effect_pct"], simulations=150, seed=12345)
+    low, high = result.interval(0.99)
+    assert low <= power["rate"] <= high, (result, power)
+
+
+def test_the_expected_interval_width_agrees_with_the_bootstrap():
+    model, rng = ScoreModel(), np.random.default_rng(3)
+    widths = []
+    for _ in range(30):
+        evidence = synthetic_evidence(model, ["en"], n_prompts=64, k=2, effect_pct=-30, rng=rng)
+        row = paired_estimates(evidence["base"], evidence["challenger"], FIGURES).query("metric == 'toxicity_mean'").iloc[0]
+        widths.append((row["change_pct_high"] - row["change_pct_low"]) / 2)
+    assert np.mean(widths) == pytest.approx(expected_halfwidth(model, 64, 2, -30), rel=0.2)
