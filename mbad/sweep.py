@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 
 from mbad.config import SweepConfig, TrainConfig
+from mbad.eval.compare import FIGURES, Figure
+from mbad.eval.stats import TRANSFORMS, BootstrapConfig, percentile_interval, resample_indices
 from mbad.languages import LanguageRegistry
 
 RESULT_COLUMNS = ["model", "mode", "source", "fraction", "target", "metric", "value", "ci_low", "ci_high", "n"]
@@ -123,19 +125,56 @@ def significant_cells(results: pd.DataFrame, metric: str) -> pd.DataFrame:
     return (low > 0) | (high < 0)
 
 
-def aggregate_by_script(results: pd.DataFrame, registry: LanguageRegistry, metric: str = "toxicity_change_pct") -> pd.DataFrame:
-    """Mean of `metric` over xft pairs whose source and target share a script, and those that do not;
-    and by the target's resource level."""
-    xft = results[(results["mode"] == "xft") & (results["metric"] == metric)].copy()
-    xft["pair"] = np.where(
-        [registry.script(s) == registry.script(t) for s, t in zip(xft["source"], xft["target"])],
-        "same script", "different script",
-    )
-    xft.loc[xft["source"] == xft["target"], "pair"] = "same language"
-    xft["target_resource"] = [registry[t].resource for t in xft["target"]]
-    by_script = xft.groupby("pair")["value"].agg(["mean", "count"]).reset_index().rename(columns={"pair": "group"})
-    by_resource = xft.groupby("target_resource")["value"].agg(["mean", "count"]).reset_index()
-    by_resource = by_resource.rename(columns={"target_resource": "group"})
-    by_script.insert(0, "by", "script")
-    by_resource.insert(0, "by", "target resource level")
-    return pd.concat([by_script, by_resource], ignore_index=True)
+def _figure(joined: pd.DataFrame, suffix: str, transform: str, resamples: np.ndarray | None = None):
+    """transform(sum num / sum den) of one model's columns, on all prompts or per resample."""
+    num, den = joined[f"num{suffix}"].to_numpy(), joined[f"den{suffix}"].to_numpy()
+    f = TRANSFORMS[transform]
+    return f(num.sum() / den.sum()) if resamples is None else f(num[resamples].sum(1) / den[resamples].sum(1))
+
+
+def _pair_group(source: str, target: str, registry: LanguageRegistry) -> str:
+    if source == target:
+        return "same language"
+    return "same script" if registry.script(source) == registry.script(target) else "different script"
+
+
+def aggregate_by_script(
+    base: dict[str, pd.DataFrame], xft: dict[str, dict[str, pd.DataFrame]], registry: LanguageRegistry,
+    figure: str = "toxicity_mean", config: BootstrapConfig = BootstrapConfig(),
+) -> pd.DataFrame:
+    """Mean % change of `figure` vs the base model over the xft cells (source -> target) whose
+    languages are the same, share a script, or do not; and by the target's resource level. Each
+    interval resamples prompts as clusters: one resample of a target's prompts serves the base
+    model and every adapter evaluated on them, so cells that share a target stay correlated as
+    they are. `base` and each `xft[source]` are clusters (`mbad.eval.compare.clusters_for`)."""
+    transform = FIGURES.get(figure, Figure(figure)).transform
+    cells: list[tuple[str, str, float, np.ndarray, int]] = []  # source, target, change, draws, prompts
+    for target, base_rows in base[figure].groupby(level=0, sort=True):
+        tuned = {source: clusters[figure].xs(target, level=0) for source, clusters in sorted(xft.items())
+                 if target in clusters[figure].index.get_level_values(0)}
+        if not tuned:
+            continue
+        joined = base_rows.xs(target, level=0)
+        for source, rows in tuned.items():
+            joined = joined.join(rows.add_suffix(f"_{source}"), how="inner")
+        index = resample_indices(len(joined), config, "aggregate", figure, str(target))
+        for source in tuned:
+            change = (_figure(joined, f"_{source}", transform) / _figure(joined, "", transform) - 1) * 100
+            with np.errstate(invalid="ignore", divide="ignore"):
+                draws = (_figure(joined, f"_{source}", transform, index) / _figure(joined, "", transform, index) - 1) * 100
+            cells.append((source, str(target), float(change), draws, len(joined)))
+    rows = []
+    for by, label in (("script", lambda s, t: _pair_group(s, t, registry)),
+                      ("target resource level", lambda s, t: registry[t].resource)):
+        groups: dict[str, list] = {}
+        for cell in cells:
+            groups.setdefault(label(cell[0], cell[1]), []).append(cell)
+        for group, members in sorted(groups.items()):
+            mean_draws = np.mean([cell[3] for cell in members], axis=0)
+            interval = percentile_interval(float(np.mean([cell[2] for cell in members])), mean_draws, config.confidence)
+            rows.append({"by": by, "group": group, "mean": interval.value, "ci_low": interval.low, "ci_high": interval.high,
+                         "count": len(members), "prompts": int(sum(cell[4] for cell in members))})
+    return pd.DataFrame(rows, columns=AGGREGATE_COLUMNS)
+
+
+AGGREGATE_COLUMNS = ["by", "group", "mean", "ci_low", "ci_high", "count", "prompts"]

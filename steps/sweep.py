@@ -7,7 +7,7 @@ from zenml import get_step_context, log_metadata, step
 from zenml.types import HTMLString
 
 from mbad.config import SweepConfig
-from mbad.eval.compare import compare_paired
+from mbad.eval.compare import FIGURES, clusters_for, paired_estimates
 from mbad.eval.fidelity import add_detected_language
 from mbad.eval.probes import probe_figures
 from mbad.eval.stats import BootstrapConfig
@@ -34,14 +34,15 @@ def collect_sweep(
     threshold, rows = config.base.judge.threshold, []
     stats = config.base.statistics
     bootstrap = BootstrapConfig(n_resamples=stats.n_resamples, confidence=stats.confidence, seed=stats.seed)
-    base_scores = add_detected_language(_output(run, "score__zs", "toxicity_scores"))
     base_knowledge = _output(run, "knowledge__zs", "knowledge_items")
-    separation = {}
+    base = clusters_for(add_detected_language(_output(run, "score__zs", "toxicity_scores")), threshold, base_knowledge)
+    separation, xft = {}, {}
     for setting in map(lambda s: Setting(**{**s, "train_languages": tuple(s["train_languages"])}), settings):
-        scores = add_detected_language(_output(run, f"score__{setting.name}", "toxicity_scores"))
-        knowledge = _output(run, f"knowledge__{setting.name}", "knowledge_items")
-        estimates = compare_paired(base_scores, scores, threshold, base_knowledge, knowledge,
-                                   probe_figures=probe_figures(), config=bootstrap)
+        tuned = clusters_for(add_detected_language(_output(run, f"score__{setting.name}", "toxicity_scores")), threshold,
+                             _output(run, f"knowledge__{setting.name}", "knowledge_items"))
+        if setting.mode == "xft":
+            xft[setting.source] = tuned
+        estimates = paired_estimates(base, tuned, FIGURES | probe_figures(), bootstrap)
         setting_rows = tidy_rows(config.model_label, setting, estimates)
         rows += setting_rows
         separation[setting.name] = _output(run, f"represent__{setting.name}", "language_separation")
@@ -55,7 +56,7 @@ def collect_sweep(
                     mlflow.log_metric("train_loss", loss, step=index)
             mlflow.log_metrics({f"{r['metric']}/{r['target']}": r["value"] for r in setting_rows if pd.notna(r["value"])})
     results = pd.DataFrame(rows, columns=RESULT_COLUMNS)
-    aggregates = aggregate_by_script(results, LanguageRegistry.from_yaml(config.base.data.languages_file))
+    aggregates = aggregate_by_script(base, xft, LanguageRegistry.from_yaml(config.base.data.languages_file), config=bootstrap)
 
     images = {
         "toxicity_change_pct.png": plot_matrix(transfer_matrix(results, "toxicity_change_pct"),

@@ -63,6 +63,9 @@ def test_sweep_table_has_every_mode_and_a_full_transfer_square(stack, tiny_model
     assert ((toxicity["ci_low"] <= toxicity["value"]) & (toxicity["value"] <= toxicity["ci_high"]))[bounded].all()
     aggregates = run.steps["collect_sweep"].outputs["sweep_aggregates"][0].load()
     assert {"same language", "same script", "different script"} <= set(aggregates["group"])
+    assert (aggregates["prompts"] > 0).all() and (aggregates["count"] > 0).all()
+    finite = aggregates[["ci_low", "ci_high"]].notna().all(axis=1)
+    assert ((aggregates["ci_low"] <= aggregates["mean"]) & (aggregates["mean"] <= aggregates["ci_high"]))[finite].all()
 
     from mlflow.tracking import MlflowClient
 
