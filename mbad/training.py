@@ -1,9 +1,10 @@
-"""LoRA supervised fine-tuning on neutral sentences (the paper's X-FT), resumable.
+"""LoRA fine-tuning, resumable: supervised on neutral sentences (the paper's X-FT), or by
+preference (DPO, `mbad.dpo`) through the same loop.
 
 A plain loop over accelerate: readable in one screen, data-parallel over several GPUs with
 `train.num_processes` (one process per GPU, started by `torchrun`; a script already started
 by `accelerate launch` or `torchrun` trains in place), and checkpoints small enough (adapter +
-optimizer) to write often.
+optimizer) to write often. What a method learns from and its loss are an `Objective`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -77,7 +79,7 @@ def tokenize_for_lm(
     return examples
 
 
-def make_batches(examples: list[dict[str, list[int]]], batch_size: int, seed: int) -> list[list[int]]:
+def make_batches(examples: list[dict], batch_size: int, seed: int) -> list[list[int]]:
     """Batches of similar length (little padding), in a seeded random order."""
     order = sorted(range(len(examples)), key=lambda i: len(examples[i]["input_ids"]))
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
@@ -214,6 +216,28 @@ def _save_checkpoint(path: Path, model, optimizer, scheduler, step: int, losses:
     os.replace(scratch, path / "state.pt")
 
 
+@dataclass
+class Objective:
+    """What a training method learns from and how: tokenized examples (each with `input_ids`,
+    by whose length batches are formed), how a list of them becomes a batch, and the loss of a
+    batch given the model under training and, when it has one, its split output layer."""
+
+    examples: list[dict]
+    collate: Callable[[list[dict]], dict[str, torch.Tensor]]
+    loss: Callable[[torch.nn.Module, LMHead | None, dict[str, torch.Tensor]], torch.Tensor]
+
+
+def sft_objective(loaded: LoadedModel, texts: list[str], config: TrainConfig) -> Objective:
+    """Next-token prediction on the texts (the paper's supervised fine-tuning)."""
+    examples = tokenize_for_lm(loaded.tokenizer, texts, config.max_length, loaded.is_seq2seq, config.append_eos)
+    pad_id = loaded.tokenizer.pad_token_id
+
+    def loss(model: torch.nn.Module, head: LMHead | None, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return causal_lm_loss(head, batch) if head is not None else model(**batch).loss
+
+    return Objective(examples, lambda chosen: collate(chosen, pad_id), loss)
+
+
 def train_lora_adapter(
     texts: list[str],
     model_config: ModelConfig,
@@ -222,7 +246,7 @@ def train_lora_adapter(
     checkpoint_dir: Path | None = None,
     loaded: LoadedModel | None = None,
 ) -> TrainSummary:
-    """Fine-tune a LoRA adapter on `texts`; save it (adapter only) to `output_dir`.
+    """Fine-tune a LoRA adapter on `texts` (supervised); save it (adapter only) to `output_dir`.
 
     With `checkpoint_dir`, state is saved every `config.checkpoint_every` steps and a
     rerun with the same directory continues from the last saved step.
@@ -230,11 +254,27 @@ def train_lora_adapter(
     if not texts:
         raise ValueError("no training texts: check train.source_languages and the data")
     if config.num_processes > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
-        return _launch_processes(texts, model_config, config, output_dir, checkpoint_dir)
+        return _launch_processes({"method": "sft", "texts": texts}, model_config, config, output_dir, checkpoint_dir)
+    return train_with_objective(lambda base: sft_objective(base, texts, config), model_config, config, output_dir,
+                                checkpoint_dir, loaded)
+
+
+def train_with_objective(
+    objective_for: Callable[[LoadedModel], Objective],
+    model_config: ModelConfig,
+    config: TrainConfig,
+    output_dir: Path,
+    checkpoint_dir: Path | None = None,
+    loaded: LoadedModel | None = None,
+) -> TrainSummary:
+    """The training loop of every method: LoRA on the base model, `objective_for(base model)`
+    (called before the adapter exists, so an objective can score with the base model itself,
+    e.g. DPO's reference), batches, optimizer, checkpoints, the saved adapter."""
     torch.manual_seed(config.seed)
     loaded = loaded or load_base_model(model_config)
     accelerator = Accelerator(cpu=loaded.device.type == "cpu", gradient_accumulation_steps=config.gradient_accumulation_steps)
     main = accelerator.is_main_process
+    objective = objective_for(loaded)
     model = loaded.model
     if model_config.quantization == "4bit":
         from peft import prepare_model_for_kbit_training
@@ -247,7 +287,7 @@ def train_lora_adapter(
     )
     model = get_peft_model(model, lora)
     model.train()
-    examples = tokenize_for_lm(loaded.tokenizer, texts, config.max_length, loaded.is_seq2seq, config.append_eos)
+    examples = objective.examples
     batches = shard_batches(make_batches(examples, config.batch_size, config.seed),
                             accelerator.process_index, accelerator.num_processes)
     total_steps = math.ceil(len(batches) * config.epochs / config.gradient_accumulation_steps)
@@ -271,7 +311,6 @@ def train_lora_adapter(
         logger.info("resuming training from step %d of %d", step, total_steps)
     resumed_from = step
 
-    pad_id = loaded.tokenizer.pad_token_id
     schedule = [batch for _ in range(config.epochs) for batch in batches]
     started, tokens = time.perf_counter(), 0
     micro_done = step * config.gradient_accumulation_steps
@@ -279,10 +318,10 @@ def train_lora_adapter(
         for micro, batch_ids in enumerate(schedule):
             if micro < micro_done:
                 continue  # already trained before the checkpoint
-            batch = collate([examples[i] for i in batch_ids], pad_id)
+            batch = objective.collate([examples[i] for i in batch_ids])
             batch = {key: value.to(accelerator.device) for key, value in batch.items()}
             with accelerator.accumulate(model):
-                loss = causal_lm_loss(head, batch) if head is not None else model(**batch).loss
+                loss = objective.loss(model, head, batch)
                 accelerator.backward(loss)
                 optimizer.step()
                 scheduler.step()
@@ -320,14 +359,14 @@ def train_lora_adapter(
 
 
 def _launch_processes(
-    texts: list[str], model_config: ModelConfig, config: TrainConfig, output_dir: Path, checkpoint_dir: Path | None
+    data: dict, model_config: ModelConfig, config: TrainConfig, output_dir: Path, checkpoint_dir: Path | None
 ) -> TrainSummary:
     """`config.num_processes` training processes on this machine (one per GPU), started by
     torchrun; they train one adapter data-parallel and the first one saves it. Returns its summary."""
     with tempfile.TemporaryDirectory(prefix="mbad-train-") as scratch:
         job = Path(scratch) / "job.json"
         job.write_text(json.dumps({
-            "texts": texts, "model": model_config.model_dump(), "train": config.model_dump(),
+            **data, "model": model_config.model_dump(), "train": config.model_dump(),
             "output_dir": str(output_dir), "checkpoint_dir": str(checkpoint_dir) if checkpoint_dir else None,
         }))
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
@@ -367,5 +406,11 @@ def read_adapter_meta(adapter_dir: Path) -> dict:
 if __name__ == "__main__":
     # One of the processes `_launch_processes` starts: `python -m mbad.training job.json`.
     spec = json.loads(Path(sys.argv[1]).read_text())
-    train_lora_adapter(spec["texts"], ModelConfig(**spec["model"]), TrainConfig(**spec["train"]), Path(spec["output_dir"]),
-                       Path(spec["checkpoint_dir"]) if spec["checkpoint_dir"] else None)
+    arguments = (ModelConfig(**spec["model"]), TrainConfig(**spec["train"]), Path(spec["output_dir"]),
+                 Path(spec["checkpoint_dir"]) if spec["checkpoint_dir"] else None)
+    if spec["method"] == "dpo":
+        from mbad.dpo import train_dpo_adapter
+
+        train_dpo_adapter(spec["toxic"], spec["neutral"], *arguments)
+    else:
+        train_lora_adapter(spec["texts"], *arguments)

@@ -8,6 +8,7 @@ from zenml.enums import ArtifactType
 
 from mbad.config import ModelConfig, TrainConfig, mbad_home
 from mbad.data import select
+from mbad.dpo import train_dpo_adapter
 from mbad.training import AdapterDirectory, checkpoint_key, train_lora_adapter
 from steps._stack import EXPERIMENT_TRACKER
 
@@ -16,18 +17,23 @@ from steps._stack import EXPERIMENT_TRACKER
 def train_adapter(
     pairs: pd.DataFrame, model: ModelConfig, train: TrainConfig, data_hash: str, log_to_mlflow: bool = True
 ) -> Annotated[AdapterDirectory, ArtifactConfig(name="lora_adapter", artifact_type=ArtifactType.MODEL)]:
-    """LoRA SFT on the NEUTRAL train sentences of the source language(s); resumable.
+    """A LoRA adapter from the source language(s)' adapter-half train pairs, resumable: SFT on
+    their NEUTRAL sentences, or DPO preferring the neutral rewrite to the toxic sentence.
 
     A pipeline that trains several adapters passes `log_to_mlflow=False` and logs each
     training in its own nested MLflow run instead (one MLflow run cannot hold two values of a param).
     """
-    neutral = select(pairs, "train", train.source_languages, train.fraction, train.max_examples_per_language, train.seed,
-                     role="adapter")
+    rows = select(pairs, "train", train.source_languages, train.fraction, train.max_examples_per_language, train.seed,
+                  role="adapter")
     key = checkpoint_key(model, train, data_hash)
-    output = mbad_home() / "adapters" / key
-    summary = train_lora_adapter(neutral["neutral"].tolist(), model, train, output, mbad_home() / "checkpoints" / key)
+    output, checkpoints = mbad_home() / "adapters" / key, mbad_home() / "checkpoints" / key
+    if train.method == "dpo":
+        summary = train_dpo_adapter(rows["toxic"].tolist(), rows["neutral"].tolist(), model, train, output, checkpoints)
+    else:
+        summary = train_lora_adapter(rows["neutral"].tolist(), model, train, output, checkpoints)
     if log_to_mlflow and mlflow.active_run():
-        mlflow.log_params({f"train.{name}": value for name, value in train.model_dump().items() if name != "lora"})
+        mlflow.log_params({f"train.{name}": value for name, value in train.model_dump().items() if name not in ("lora", "dpo")})
+        mlflow.log_params({f"dpo.{name}": value for name, value in train.dpo.model_dump().items()})
         mlflow.log_params({f"lora.{name}": value for name, value in train.lora.model_dump().items()})
         for index, loss in enumerate(summary.losses, start=1):
             mlflow.log_metric("train_loss", loss, step=index)
