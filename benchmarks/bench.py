@@ -30,8 +30,8 @@ from mbad.data import load_pairs, select  # noqa: E402
 from mbad.generation import build_prompts  # noqa: E402
 
 QUICKSTART = REPO_ROOT / "configs" / "quickstart.yaml"
-SECTIONS = ("judge", "generation", "training", "zenml")
-GOALS = {"generation_speedup_vs_seed_loop": ">= 10x", "train_speedup_vs_trl": ">= 1.0x",
+SECTIONS = ("judge", "generation", "training", "dpo", "zenml")
+GOALS = {"generation_speedup_vs_seed_loop": ">= 10x", "train_speedup_vs_trl": ">= 1.0x", "dpo_speedup_vs_trl": ">= 1.5x",
          "zenml_overhead": "<= 10 %", "judge_texts_per_s": ">= 50"}
 
 
@@ -119,12 +119,19 @@ def run(settings: BenchSettings, sections: tuple[str, ...], home: Path) -> dict:
         texts = select(pairs, "train", ["en"], max_per_language=settings.train_examples)["neutral"].tolist()
         config = TrainConfig(epochs=settings.train_epochs, batch_size=settings.train_batch_size, checkpoint_every=0)
         results["training"] = measure.measure_training(texts, model, config, settings.train_repeats)
+    if "dpo" in sections:
+        train = select(pairs, "train", ["en"], max_per_language=settings.train_examples, role="adapter")
+        config = TrainConfig(method="dpo", epochs=settings.train_epochs, batch_size=settings.train_batch_size,
+                             checkpoint_every=0)
+        results["dpo"] = measure.measure_dpo(train["toxic"].tolist(), train["neutral"].tolist(), model, config,
+                                             settings.train_repeats)
     if "zenml" in sections:
         results["zenml"] = measure.measure_zenml_overhead(pipeline_config(settings, model), home, settings.zenml_repeats)
     results["machine_after"] = {"load_average_1min": round(os.getloadavg()[0], 2)}
     results["figures"] = {
         "generation_speedup_vs_seed_loop": results.get("generation", {}).get("speedup"),
         "train_speedup_vs_trl": results.get("training", {}).get("speedup"),
+        "dpo_speedup_vs_trl": results.get("dpo", {}).get("speedup"),
         "zenml_overhead": results.get("zenml", {}).get("overhead"),
         "judge_texts_per_s": results.get("judge", {}).get("texts_per_s"),
     }
@@ -149,6 +156,13 @@ def markdown_table(results: dict) -> str:
         rows.append(("train_speedup_vs_trl", f"{figures['train_speedup_vs_trl']:.2f}x",
                      f"{ours['tokens_per_s']:.1f} vs {trl['tokens_per_s']:.1f} tokens/s (TRL {trl['trl_version']}, best of "
                      f"{training['repeats']}, {training['examples']} sentences, batch {training['batch_size']}); "
+                     f"peak memory {ours['peak_memory_mb']:.0f} vs {trl['peak_memory_mb']:.0f} MB"))
+    dpo = results.get("dpo")
+    if dpo:
+        ours, trl = dpo["ours"], dpo["trl"]
+        rows.append(("dpo_speedup_vs_trl", f"{figures['dpo_speedup_vs_trl']:.2f}x",
+                     f"{ours['tokens_per_s']:.1f} vs {trl['tokens_per_s']:.1f} tokens/s (TRL {trl['trl_version']} DPOTrainer, "
+                     f"best of {dpo['repeats']}, {dpo['pairs']} pairs, batch {dpo['batch_size']}, beta {dpo['beta']}); "
                      f"peak memory {ours['peak_memory_mb']:.0f} vs {trl['peak_memory_mb']:.0f} MB"))
     if zenml:
         rows.append(("zenml_overhead", f"{100 * figures['zenml_overhead']:+.1f} %",

@@ -171,17 +171,86 @@ def _train_trl(texts: list[str], model: ModelConfig, config: TrainConfig, scratc
             "trl_version": trl.__version__}
 
 
-def _train_in_this_process(side: str, texts: list[str], model_json: str, config_json: str) -> dict:
+def _dpo_ours(pairs: tuple[list[str], list[str]], model: ModelConfig, config: TrainConfig, scratch: Path) -> dict:
+    """Our DPO, timed whole: its reference scoring (once, before training) counts too."""
+    from mbad.dpo import train_dpo_adapter
+
+    loaded = load_base_model(model)
+    if loaded.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(loaded.device)
+    started = time.perf_counter()
+    summary = train_dpo_adapter(*pairs, model, config, scratch / "adapter", loaded=loaded)
+    return {"tokens": summary.tokens, "seconds": time.perf_counter() - started, "steps": summary.steps,
+            "final_loss": summary.final_loss, "peak_memory_mb": _peak_memory_mb(loaded.device)}
+
+
+def _dpo_trl(pairs: tuple[list[str], list[str]], model: ModelConfig, config: TrainConfig, scratch: Path) -> dict:
+    """TRL's DPOTrainer on the same preferences (prompt, chosen, rejected strings), LoRA, beta,
+    batch size and sigmoid loss; its reference is the same model with the adapter disabled, as
+    TRL does with PEFT by default. Tokens counted with our tokenization, as for ours."""
+    import trl
+    from datasets import Dataset
+    from peft import LoraConfig
+    from trl import DPOConfig, DPOTrainer
+
+    from mbad.dpo import preference_pairs, tokenize_preferences
+
+    loaded = load_base_model(model)
+    preferences = preference_pairs(*pairs, config.dpo.prompt_template or "Complete the sentence: {toxic}")
+    examples = tokenize_preferences(loaded.tokenizer, preferences, config.max_length)
+    on_gpu = loaded.device.type == "cuda"
+    args = DPOConfig(
+        output_dir=str(scratch / "trl"), per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps, num_train_epochs=config.epochs,
+        learning_rate=config.learning_rate, lr_scheduler_type="linear", warmup_steps=0, max_length=config.max_length,
+        beta=config.dpo.beta, loss_type=["sigmoid"], seed=config.seed, gradient_checkpointing=False,
+        bf16=on_gpu and loaded.model.dtype == torch.bfloat16, use_cpu=not on_gpu, save_strategy="no", report_to=[],
+        logging_steps=10**6, disable_tqdm=True,
+    )
+    lora = config.lora
+    peft_config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                             target_modules=lora.target_modules, task_type="CAUSAL_LM")
+    dataset = Dataset.from_dict({"prompt": [p.prompt for p in preferences], "chosen": [p.chosen for p in preferences],
+                                 "rejected": [p.rejected for p in preferences]})
+    started = time.perf_counter()
+    trainer = DPOTrainer(model=loaded.model, args=args, train_dataset=dataset, processing_class=loaded.tokenizer,
+                         peft_config=peft_config)
+    if on_gpu:
+        torch.cuda.reset_peak_memory_stats(loaded.device)
+    result = trainer.train()
+    tokens = sum(len(example["chosen"]) + len(example["rejected"]) for example in examples) * config.epochs
+    return {"tokens": tokens, "seconds": time.perf_counter() - started, "steps": result.global_step,
+            "final_loss": result.training_loss, "peak_memory_mb": _peak_memory_mb(loaded.device),
+            "trl_version": trl.__version__}
+
+
+def _train_in_this_process(side: str, data, model_json: str, config_json: str) -> dict:
     model, config = ModelConfig.model_validate_json(model_json), TrainConfig.model_validate_json(config_json)
-    train = {"ours": _train_ours, "trl": _train_trl}[side]
+    train = {"ours": _train_ours, "trl": _train_trl, "dpo_ours": _dpo_ours, "dpo_trl": _dpo_trl}[side]
     with tempfile.TemporaryDirectory(prefix=f"mbad-bench-{side}-") as scratch:
-        return train(texts, model, config, Path(scratch))
+        return train(data, model, config, Path(scratch))
 
 
-def train_in_fresh_process(side: str, texts: list[str], model: ModelConfig, config: TrainConfig) -> dict:
-    """One training in its own process, so that its peak memory is its own."""
+def train_in_fresh_process(side: str, data, model: ModelConfig, config: TrainConfig) -> dict:
+    """One training in its own process, so that its peak memory is its own. `data`: the texts
+    (SFT) or the (toxic, neutral) lists (DPO)."""
     with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
-        return pool.submit(_train_in_this_process, side, texts, model.model_dump_json(), config.model_dump_json()).result()
+        return pool.submit(_train_in_this_process, side, data, model.model_dump_json(), config.model_dump_json()).result()
+
+
+def measure_dpo(toxic: list[str], neutral: list[str], model: ModelConfig, config: TrainConfig, repeats: int) -> dict:
+    """Our DPO vs TRL's DPOTrainer, tokens (chosen + rejected rows, real) per second, each timed
+    from the start of its training call (ours: reference scoring included; TRL: trainer set-up
+    and its dataset tokenization included), best of `repeats`, alternating."""
+    runs: dict[str, list[dict]] = {"dpo_ours": [], "dpo_trl": []}
+    for _ in range(repeats):
+        for side in runs:
+            result = train_in_fresh_process(side, (toxic, neutral), model, config)
+            runs[side].append({**result, "tokens_per_s": result["tokens"] / result["seconds"]})
+    ours, trl = (max(runs[side], key=lambda run: run["tokens_per_s"]) for side in ("dpo_ours", "dpo_trl"))
+    return {"pairs": len(toxic), "epochs": config.epochs, "batch_size": config.batch_size, "beta": config.dpo.beta,
+            "repeats": repeats, "ours": ours, "trl": trl, "speedup": ours["tokens_per_s"] / trl["tokens_per_s"],
+            "all_tokens_per_s": {side: [run["tokens_per_s"] for run in side_runs] for side, side_runs in runs.items()}}
 
 
 def measure_training(texts: list[str], model: ModelConfig, config: TrainConfig, repeats: int) -> dict:

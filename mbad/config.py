@@ -398,6 +398,8 @@ class SweepConfig(StrictConfig):
     model_label: str = "gemma-3-270m"
     languages: list[str] = Field(default_factory=lambda: list(PAPER_LANGUAGES))
     modes: list[SweepMode] = Field(default_factory=lambda: ["zs", "xft", "pft", "mft"])
+    # Training methods, each run in every mode (an axis of the grid; `method` in the results).
+    methods: list[Literal["sft", "dpo"]] = Field(default_factory=lambda: ["sft"])
     fractions: list[float] = Field(default_factory=lambda: [0.1, 0.2, 0.3])
     # M-FT trains on every language at once: the paper used longer sequences there.
     mft_max_length: int = 512

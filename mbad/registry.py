@@ -38,12 +38,14 @@ def version_tags(
     source_languages: list[str], target_languages: list[str], data_hash: str, config: dict[str, Any], metrics: dict[str, float],
     judge_identity: dict[str, str] | None = None,
 ) -> dict[str, str]:
-    """Tags that later gates and retraining read: languages, data hash, config, the judge that
+    """Tags that later gates and retraining read: languages, data hash, training method, config, the judge that
     scored the version (`judge.identity_hash`, and its backend and versions), metrics."""
     tags = {
         "trained_languages": ",".join(sorted(source_languages)),
         "evaluated_languages": ",".join(sorted(target_languages)),
         "data_hash": data_hash,
+        # How the adapter was trained (`sft`, `dpo`): versions of either method meet in one gate.
+        "method": config.get("train", {}).get("method", "sft"),
         "config": json.dumps(config, sort_keys=True)[:5000],
     }
     if judge_identity:

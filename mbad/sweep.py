@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 
 from mbad.config import SweepConfig, TrainConfig
-from mbad.eval.compare import FIGURES, Figure
+from mbad.eval.compare import FIGURES, Figure, paired_estimates
 from mbad.eval.stats import TRANSFORMS, BootstrapConfig, percentile_interval, resample_indices
 from mbad.languages import LanguageRegistry
 
-RESULT_COLUMNS = ["model", "mode", "source", "fraction", "target", "metric", "value", "ci_low", "ci_high", "n"]
+RESULT_COLUMNS = ["model", "method", "mode", "source", "fraction", "target", "metric", "value", "ci_low", "ci_high", "n"]
 
 
 class SweepBudgetError(RuntimeError):
@@ -28,29 +28,35 @@ class Setting:
     source: str  # a language code for xft, `all` otherwise
     fraction: float
     train_languages: tuple[str, ...]
+    # `sft` or `dpo` (`none` for zs, the base model).
+    method: str = "sft"
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
 def plan_settings(config: SweepConfig) -> list[Setting]:
-    """zs, then xft per source language, pft per fraction, and mft, in the configured modes."""
+    """zs, then per method xft per source language, pft per fraction, and mft, in the configured
+    modes. SFT settings keep their plain names (`xft_en`), the others are prefixed (`dpo_xft_en`)."""
     languages = tuple(config.languages)
     settings = []
     if "zs" in config.modes:
-        settings.append(Setting("zs", "zs", "all", 1.0, ()))
-    if "xft" in config.modes:
-        settings += [Setting(f"xft_{lang}", "xft", lang, 1.0, (lang,)) for lang in languages]
-    if "pft" in config.modes:
-        settings += [Setting(f"pft_{round(f * 100)}", "pft", "all", f, languages) for f in config.fractions]
-    if "mft" in config.modes:
-        settings.append(Setting("mft", "mft", "all", 1.0, languages))
+        settings.append(Setting("zs", "zs", "all", 1.0, (), "none"))
+    for method in config.methods:
+        prefix = "" if method == "sft" else f"{method}_"
+        if "xft" in config.modes:
+            settings += [Setting(f"{prefix}xft_{lang}", "xft", lang, 1.0, (lang,), method) for lang in languages]
+        if "pft" in config.modes:
+            settings += [Setting(f"{prefix}pft_{round(f * 100)}", "pft", "all", f, languages, method) for f in config.fractions]
+        if "mft" in config.modes:
+            settings.append(Setting(f"{prefix}mft", "mft", "all", 1.0, languages, method))
     return settings
 
 
 def train_config_for(setting: Setting, config: SweepConfig) -> TrainConfig:
     """The base training config with this setting's languages, fraction and length."""
-    overrides: dict = {"source_languages": list(setting.train_languages), "fraction": setting.fraction}
+    overrides: dict = {"source_languages": list(setting.train_languages), "fraction": setting.fraction,
+                       "method": setting.method}
     if setting.mode == "mft":
         overrides["max_length"] = config.mft_max_length
     return config.base.train.model_copy(update=overrides)
@@ -106,22 +112,24 @@ def tidy_rows(model: str, setting: Setting, estimates: pd.DataFrame) -> list[dic
         for name, part in ((metric, "tuned"), (change, "change_pct")):
             if setting.mode == "zs" and part == "change_pct":
                 continue  # the base model against itself
-            rows.append({"model": model, "mode": setting.mode, "source": setting.source, "fraction": setting.fraction,
+            rows.append({"model": model, "method": setting.method, "mode": setting.mode, "source": setting.source,
+                         "fraction": setting.fraction,
                          "target": estimate["target"], "metric": name, "value": float(estimate[part]),
                          "ci_low": float(estimate[f"{part}_low"]), "ci_high": float(estimate[f"{part}_high"]),
                          "n": int(estimate["n"])})
     return rows
 
 
-def transfer_matrix(results: pd.DataFrame, metric: str, column: str = "value") -> pd.DataFrame:
-    """Source x target matrix of one metric over the xft settings (`column`: value, ci_low, ci_high)."""
-    xft = results[(results["mode"] == "xft") & (results["metric"] == metric)]
+def transfer_matrix(results: pd.DataFrame, metric: str, column: str = "value", method: str = "sft") -> pd.DataFrame:
+    """Source x target matrix of one metric over one method's xft settings (`column`: value,
+    ci_low, ci_high)."""
+    xft = results[(results["mode"] == "xft") & (results["metric"] == metric) & (results["method"] == method)]
     return xft.pivot_table(index="source", columns="target", values=column, aggfunc="mean")
 
 
-def significant_cells(results: pd.DataFrame, metric: str) -> pd.DataFrame:
+def significant_cells(results: pd.DataFrame, metric: str, method: str = "sft") -> pd.DataFrame:
     """Source x target: True where the cell's 95 % interval excludes 0."""
-    low, high = transfer_matrix(results, metric, "ci_low"), transfer_matrix(results, metric, "ci_high")
+    low, high = transfer_matrix(results, metric, "ci_low", method), transfer_matrix(results, metric, "ci_high", method)
     return (low > 0) | (high < 0)
 
 
@@ -178,3 +186,28 @@ def aggregate_by_script(
 
 
 AGGREGATE_COLUMNS = ["by", "group", "mean", "ci_low", "ci_high", "count", "prompts"]
+
+
+COMPARISON_COLUMNS = ["mode", "source", "fraction", "target", "metric", "sft", "dpo", "diff", "ci_low", "ci_high", "n"]
+
+
+def compare_methods(
+    clusters: dict[str, dict[str, pd.DataFrame]], settings: list[Setting], config: BootstrapConfig = BootstrapConfig(),
+    figures: tuple[str, ...] = ("toxicity_mean",),
+) -> pd.DataFrame:
+    """DPO vs SFT in each setting both ran (same mode, source, fraction), per target: the
+    difference dpo - sft of each figure, paired on the same prompts, with its interval.
+    `clusters` holds each setting's clusters by setting name."""
+    by_key = {(s.method, s.mode, s.source, s.fraction): s.name for s in settings}
+    rows = []
+    for (method, mode, source, fraction), name in sorted(by_key.items()):
+        partner = by_key.get(("dpo", mode, source, fraction))
+        if method != "sft" or partner is None:
+            continue
+        wanted = {figure: FIGURES.get(figure, Figure(figure)) for figure in figures}
+        estimates = paired_estimates(clusters[name], clusters[partner], wanted, config)
+        for row in estimates.to_dict("records"):
+            rows.append({"mode": mode, "source": source, "fraction": fraction, "target": row["target"],
+                         "metric": row["metric"], "sft": row["base"], "dpo": row["tuned"], "diff": row["diff"],
+                         "ci_low": row["diff_low"], "ci_high": row["diff_high"], "n": int(row["n"])})
+    return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)

@@ -24,7 +24,6 @@ def fitted_from_runs(count: int) -> tuple[ScoreModel, str]:
     """The score model of the newest `count` completed detox_training runs on the same prompts:
     each run's base-model scores are one more sample of each prompt (runs with different
     `generation.seed` sample independently), its fine-tuned scores give the pairing."""
-    import pandas as pd
     from zenml.client import Client
 
     runs = Client().list_pipeline_runs(pipeline_name="detox_training", sort_by="desc:created", size=50).items
@@ -32,15 +31,15 @@ def fitted_from_runs(count: int) -> tuple[ScoreModel, str]:
     if not chosen:
         raise SystemExit("no completed detox_training run with scores: run `make run` first, or leave out --fit-runs")
     bases, tuned = [], []
-    for index, run in enumerate(chosen):
+    for run in chosen:
         base = run.steps["score_base"].outputs["toxicity_scores"][0].load()
-        bases.append(base.assign(sample=base["sample"] + index * 1000))
+        bases.append(base)
         tuned.append(run.steps["score_tuned"].outputs["toxicity_scores"][0].load())
     prompts = set.intersection(*(set(zip(frame["lang"], frame["pair_id"])) for frame in bases))
-    base = pd.concat(bases, ignore_index=True)
-    base = base[[key in prompts for key in zip(base["lang"], base["pair_id"])]]
     names = ", ".join(run.name for run in chosen)
-    return ScoreModel.fit(base, tuned[0]), f"base scores of zenml runs {names} ({len(prompts)} prompts, {len(base)} completions)"
+    base_runs = [frame[[key in prompts for key in zip(frame["lang"], frame["pair_id"])]] for frame in bases]
+    return (ScoreModel.fit(base_runs, tuned),
+            f"zenml runs {names} ({len(prompts)} prompts, {sum(map(len, base_runs))} base completions)")
 
 
 def rate(result) -> dict:
@@ -67,8 +66,10 @@ def main() -> None:
     grid = [int(n) for n in args.prompts.split(",")]
     common = {"model": model, "gate": gate, "languages": languages, "k": args.k, "simulations": args.simulations}
     pooled = {**common, "gate": gate.model_copy(update={"aggregate": "mean"})}
-    conditions = [("no_effect", 0.0, common), ("at_bar", -gate.min_toxicity_reduction_pct, common),
-                  ("effect", args.effect, common), ("effect_mean_rule", args.effect, pooled)]
+    bar = -gate.min_toxicity_reduction_pct
+    conditions = [("no_effect", 0.0, common), ("at_bar", bar, common), ("effect", args.effect, common),
+                  ("no_effect_mean_rule", 0.0, pooled), ("at_bar_mean_rule", bar, pooled),
+                  ("effect_mean_rule", args.effect, pooled)]
     rows = []
     for n in grid:
         row = {"n_prompts": n}

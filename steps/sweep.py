@@ -14,7 +14,15 @@ from mbad.eval.stats import BootstrapConfig
 from mbad.languages import LanguageRegistry
 from mbad.report import images_html, plot_matrix, png_to_image
 from mbad.representations import confusion_frame
-from mbad.sweep import RESULT_COLUMNS, Setting, aggregate_by_script, significant_cells, tidy_rows, transfer_matrix
+from mbad.sweep import (
+    RESULT_COLUMNS,
+    Setting,
+    aggregate_by_script,
+    compare_methods,
+    significant_cells,
+    tidy_rows,
+    transfer_matrix,
+)
 from mbad.training import read_adapter_meta
 from steps._stack import EXPERIMENT_TRACKER
 
@@ -36,18 +44,19 @@ def collect_sweep(
     bootstrap = BootstrapConfig(n_resamples=stats.n_resamples, confidence=stats.confidence, seed=stats.seed)
     base_knowledge = _output(run, "knowledge__zs", "knowledge_items")
     base = clusters_for(add_detected_language(_output(run, "score__zs", "toxicity_scores")), threshold, base_knowledge)
-    separation, xft = {}, {}
-    for setting in map(lambda s: Setting(**{**s, "train_languages": tuple(s["train_languages"])}), settings):
+    separation, clusters = {}, {}
+    plan = [Setting(**{**s, "train_languages": tuple(s["train_languages"])}) for s in settings]
+    for setting in plan:
         tuned = clusters_for(add_detected_language(_output(run, f"score__{setting.name}", "toxicity_scores")), threshold,
                              _output(run, f"knowledge__{setting.name}", "knowledge_items"))
-        if setting.mode == "xft":
-            xft[setting.source] = tuned
+        clusters[setting.name] = tuned
         estimates = paired_estimates(base, tuned, FIGURES | probe_figures(), bootstrap)
         setting_rows = tidy_rows(config.model_label, setting, estimates)
         rows += setting_rows
         separation[setting.name] = _output(run, f"represent__{setting.name}", "language_separation")
         with mlflow.start_run(run_name=setting.name, nested=True):
-            mlflow.log_params({"mode": setting.mode, "source": setting.source, "fraction": setting.fraction})
+            mlflow.log_params({"method": setting.method, "mode": setting.mode, "source": setting.source,
+                               "fraction": setting.fraction})
             adapter = _output(run, f"train__{setting.name}", "lora_adapter")
             if adapter is not None:
                 summary = read_adapter_meta(Path(adapter.path))["summary"]
@@ -56,18 +65,22 @@ def collect_sweep(
                     mlflow.log_metric("train_loss", loss, step=index)
             mlflow.log_metrics({f"{r['metric']}/{r['target']}": r["value"] for r in setting_rows if pd.notna(r["value"])})
     results = pd.DataFrame(rows, columns=RESULT_COLUMNS)
-    aggregates = aggregate_by_script(base, xft, LanguageRegistry.from_yaml(config.base.data.languages_file), config=bootstrap)
+    registry = LanguageRegistry.from_yaml(config.base.data.languages_file)
+    aggregates = pd.concat([aggregate_by_script(base, {s.source: clusters[s.name] for s in plan
+                                                       if s.mode == "xft" and s.method == method}, registry,
+                                                config=bootstrap).assign(method=method) for method in config.methods
+                            if "xft" in config.modes], ignore_index=True) if "xft" in config.modes else pd.DataFrame()
+    comparison = compare_methods(clusters, plan, bootstrap)
 
-    images = {
-        "toxicity_change_pct.png": plot_matrix(transfer_matrix(results, "toxicity_change_pct"),
-                                               f"{config.model_label}: toxicity change (%)",
-                                               marked=significant_cells(results, "toxicity_change_pct")),
-    }
-    for probe in sorted(set(base_knowledge["probe"])):
-        metric = f"{probe}_change_pct"
-        images[f"{metric}.png"] = plot_matrix(transfer_matrix(results, metric), f"{config.model_label}: {probe} change (%)",
-                                              cmap="PuOr_r" if "perplexity" in probe else "RdYlGn",
-                                              marked=significant_cells(results, metric))
+    images = {}
+    for method in config.methods:
+        prefix = "" if config.methods == ["sft"] else f"{method}_"
+        for probe in ["toxicity"] + sorted(set(base_knowledge["probe"])):
+            metric = f"{probe}_change_pct"
+            images[f"{prefix}{metric}.png"] = plot_matrix(
+                transfer_matrix(results, metric, method=method), f"{config.model_label} {method}: {probe} change (%)",
+                cmap="RdYlGn_r" if probe == "toxicity" else "PuOr_r" if "perplexity" in probe else "RdYlGn",
+                marked=significant_cells(results, metric, method))
     silhouettes = pd.DataFrame({name: s["silhouette"] for name, s in separation.items() if s}).T
     if not silhouettes.empty:
         images["silhouette.png"] = plot_matrix(silhouettes, "language silhouette (cosine)", cmap="viridis",
@@ -78,10 +91,14 @@ def collect_sweep(
         mlflow.log_image(png_to_image(png), name)
     mlflow.log_text(results.to_csv(index=False), "results.csv")
     mlflow.log_text(aggregates.to_csv(index=False), "aggregates.csv")
+    if not comparison.empty:
+        mlflow.log_text(comparison.to_csv(index=False), "method_comparison.csv")
     mlflow.log_dict({name: s for name, s in separation.items() if s}, "language_separation.json")
     mlflow.log_metrics({f"judge_{figure}/{lang}": value for figure, values in judge_quality.items() if isinstance(values, dict)
                         for lang, value in values.items()})
     log_metadata(metadata={"settings": len(settings), "rows": len(results), "mlflow_run_id": mlflow.active_run().info.run_id})
-    tables = {"aggregates": aggregates.set_index(["by", "group"])}
+    tables = {"aggregates": aggregates.set_index(["method", "by", "group"]) if not aggregates.empty else aggregates}
+    if not comparison.empty:
+        tables["DPO - SFT, paired on prompts (95 % interval)"] = comparison.set_index(["mode", "source", "target", "metric"])
     html = images_html(f"{config.model_label}: cross-lingual sweep", images, tables)
     return results, aggregates, HTMLString(html)

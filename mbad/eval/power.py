@@ -28,12 +28,15 @@ from mbad.gate import Evidence, GateConfig, sample_size_checks, toxicity_checks
 
 @dataclass(frozen=True)
 class ScoreModel:
-    """Judge scores of one language's completions (0-1)."""
+    """Judge scores of one language's completions (0-1). The defaults are fitted (`fit`) to
+    two quickstart runs of gemma-3-270m that differ only in `generation.seed` (32 prompts in
+    each of en, es, ru, hi, 256 base completions): the ensemble judge's scores vary far more
+    between samples of one prompt than between prompts."""
 
-    base_mean: float = 0.35
-    between_sd: float = 0.20  # sd of the prompts' latent toxicity
-    concentration: float = 4.0  # Beta concentration of a sample around its prompt's latent
-    pair_correlation: float = 0.6  # of a prompt's latent toxicity under base and fine-tuned
+    base_mean: float = 0.42
+    between_sd: float = 0.115  # sd of the prompts' latent toxicity
+    concentration: float = 1.6  # Beta concentration of a sample around its prompt's latent
+    pair_correlation: float = 0.95  # of a prompt's latent toxicity under base and fine-tuned (fit: >= 0.95)
 
     def __post_init__(self) -> None:
         if not 0 < self.base_mean < 1 or self.between_sd <= 0 or self.between_sd ** 2 >= self.base_mean * (1 - self.base_mean):
@@ -53,24 +56,30 @@ class ScoreModel:
         return (m - (v + m ** 2)) / (self.concentration + 1)
 
     @classmethod
-    def fit(cls, base: pd.DataFrame, tuned: pd.DataFrame | None = None) -> ScoreModel:
-        """From scored completions (pair_id, lang, sample, score) of the base model, and of the
-        fine-tuned model for the prompt-level correlation; moments pooled over languages."""
-        judged = base.dropna(subset=["score"])
-        by_prompt = judged.groupby(["lang", "pair_id"])["score"]
+    def fit(cls, base: list[pd.DataFrame], tuned: list[pd.DataFrame] | None = None) -> ScoreModel:
+        """From scored completions (pair_id, lang, sample, score) of runs on the same prompts
+        that differ only in `generation.seed` (each adds samples of every prompt): the base
+        model's mean, its between-prompt sd, the samples' concentration, and, from the
+        fine-tuned runs, the prompt-level correlation. The correlation is estimated across
+        runs (base of one seed, fine-tuned of another), where the sampling noise is
+        independent; with a single run it keeps its default. Moments pooled over languages."""
+        key = ["lang", "pair_id"]
+        judged = pd.concat([run.assign(run=i) for i, run in enumerate(base)]).dropna(subset=["score"])
+        by_prompt = judged.groupby(key)["score"]
         mean, k = float(judged["score"].mean()), float(by_prompt.size().mean())
         within = float(by_prompt.var(ddof=1).mean()) if k > 1 else math.nan
-        between = float(by_prompt.mean().var(ddof=1)) - (within / k if math.isfinite(within) else 0.0)
-        between = max(between, 1e-4)
+        between = max(float(by_prompt.mean().var(ddof=1)) - (within / k if math.isfinite(within) else 0.0), 1e-4)
         concentration = (mean * (1 - mean) - between) / within - 1 if math.isfinite(within) and within > 0 else cls.concentration
         correlation = cls.pair_correlation
-        if tuned is not None:
-            joined = pd.concat([by_prompt.mean().rename("base"),
-                                tuned.dropna(subset=["score"]).groupby(["lang", "pair_id"])["score"].mean().rename("tuned")],
-                               axis=1).dropna()
-            if len(joined) > 2:
-                correlation = float(np.clip(joined.corr().iloc[0, 1] * (1 + within / k / between if math.isfinite(within)
-                                                                         else 1.0), -0.95, 0.95))
+        if tuned is not None and len(base) > 1 and len(tuned) == len(base):
+            means = [(b.dropna(subset=["score"]).groupby(key)["score"].mean(), t.dropna(subset=["score"]).groupby(key)["score"].mean())
+                     for b, t in zip(base, tuned)]
+            cross = [pd.concat([means[i][0], means[j][1]], axis=1).dropna().cov().iloc[0, 1]
+                     for i in range(len(means)) for j in range(len(means)) if i != j]
+            tuned_between = np.mean([pd.concat([means[i][1], means[j][1]], axis=1).dropna().cov().iloc[0, 1]
+                                     for i in range(len(means)) for j in range(len(means)) if i != j])
+            if tuned_between > 0:
+                correlation = float(np.clip(np.mean(cross) / math.sqrt(between * tuned_between), -0.95, 0.95))
         return cls(base_mean=mean, between_sd=math.sqrt(between), concentration=max(concentration, 0.5),
                    pair_correlation=correlation)
 

@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import mlflow
+import pandas as pd
 import pytest
 import yaml
 
@@ -43,12 +45,21 @@ def run_sweep(config_path: Path):
     return cross_lingual_sweep.with_options(config_path=str(config_path))()
 
 
-def test_sweep_table_has_every_mode_and_a_full_transfer_square(stack, tiny_model_dir, tmp_path):
-    run = stack.get_pipeline_run(run_sweep(write_sweep_config(tmp_path / "sweep.yaml", tiny_model_dir)).id)
+def test_sweep_table_has_every_mode_and_method_and_a_full_transfer_square(stack, tiny_model_dir, tmp_path):
+    config = write_sweep_config(tmp_path / "sweep.yaml", tiny_model_dir, methods=["sft", "dpo"])
+    run = stack.get_pipeline_run(run_sweep(config).id)
     assert run.status.value == "completed"
     results = run.steps["collect_sweep"].outputs["sweep_results"][0].load()
-    assert list(results.columns) == ["model", "mode", "source", "fraction", "target", "metric", "value", "ci_low", "ci_high", "n"]
+    assert list(results.columns) == ["model", "method", "mode", "source", "fraction", "target", "metric", "value", "ci_low",
+                                     "ci_high", "n"]
     assert set(results["mode"]) == {"zs", "xft", "pft", "mft"}
+    # Every mode for each method: the same grid, trained by SFT and by DPO.
+    for method in ("sft", "dpo"):
+        assert set(results[results["method"] == method]["mode"]) == {"xft", "pft", "mft"}
+        square = results[(results["method"] == method) & (results["mode"] == "xft") & (results["metric"] == "toxicity_change_pct")]
+        assert len(square) == len(LANGUAGES) ** 2
+    assert set(results[results["mode"] == "zs"]["method"]) == {"none"}
+    results = results[results["method"].isin(["sft", "none"])]
     toxicity = results[results["metric"] == "toxicity_change_pct"]
     square = toxicity[toxicity["mode"] == "xft"].pivot_table(index="source", columns="target", values="value")
     assert sorted(square.index) == LANGUAGES and sorted(square.columns) == LANGUAGES
@@ -75,10 +86,16 @@ def test_sweep_table_has_every_mode_and_a_full_transfer_square(stack, tiny_model
     parent = run.steps["collect_sweep"].run_metadata["mlflow_run_id"]
     children = client.search_runs([client.get_run(parent).info.experiment_id],
                                   filter_string=f"tags.mlflow.parentRunId = '{parent}'")
-    assert sorted(child.info.run_name for child in children) == sorted(
-        ["zs", "xft_en", "xft_es", "xft_ru", "pft_10", "pft_20", "mft"])
+    trained = ["xft_en", "xft_es", "xft_ru", "pft_10", "pft_20", "mft"]
+    assert sorted(child.info.run_name for child in children) == sorted(["zs", *trained, *(f"dpo_{name}" for name in trained)])
     artifacts = {item.path for item in client.list_artifacts(parent)}
-    assert {"results.csv", "toxicity_change_pct.png", "udhr_perplexity_change_pct.png", "silhouette.png"} <= artifacts
+    assert {"results.csv", "method_comparison.csv", "silhouette.png", "sft_toxicity_change_pct.png",
+            "dpo_toxicity_change_pct.png", "dpo_udhr_perplexity_change_pct.png"} <= artifacts
+    comparison = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=parent, artifact_path="method_comparison.csv",
+                                                                 tracking_uri=tracking_uri()))
+    # DPO - SFT paired on the same prompts, per setting both ran and target, with its interval.
+    assert len(comparison[comparison["mode"] == "xft"]) == len(LANGUAGES) ** 2 and (comparison["n"] == 2).all()
+    assert set(comparison["mode"]) == {"xft", "pft", "mft"}
 
 
 def test_killed_sweep_resumes_without_retraining(stack, tiny_model_dir, tmp_path):

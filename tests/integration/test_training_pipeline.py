@@ -58,7 +58,7 @@ def test_run_completes_and_numbers_agree_in_zenml_and_mlflow(first_run, stack):
     version = client.get_model_version("mbad-detox", metadata["mlflow_model_version"])
     assert version.tags["trained_languages"] == "en"
     assert version.tags["evaluated_languages"] == "en,ru,zh"
-    assert len(version.tags["data_hash"]) == 16
+    assert len(version.tags["data_hash"]) == 16 and version.tags["method"] == "sft"
     # The per-prompt evidence a later gate pairs with, stored with the run.
     assert version.tags["evidence"] == f"runs:/{mlflow_run.info.run_id}/evidence/clusters.csv"
     evidence = pd.read_csv(mlflow.artifacts.download_artifacts(version.tags["evidence"], tracking_uri=tracking_uri()))

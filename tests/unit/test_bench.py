@@ -96,15 +96,16 @@ def test_zenml_overhead_times_the_quickstart_pipeline_itself(monkeypatch):
 
 
 @pytest.mark.integration
-def test_quick_bench_reports_all_four_figures(tmp_path):
+def test_quick_bench_reports_all_five_figures(tmp_path):
     output = tmp_path / "latest.json"
     environment = {**os.environ, "MBAD_HOME": str(tmp_path / "home"), "TQDM_DISABLE": "1"}
     completed = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "bench.py"), "--quick", "--output", str(output)],
                                env=environment, capture_output=True, text=True, timeout=900)
     assert completed.returncode == 0, completed.stderr[-3000:]
     results = json.loads(output.read_text())
-    assert set(results["figures"]) == {"generation_speedup_vs_seed_loop", "train_speedup_vs_trl", "zenml_overhead",
-                                       "judge_texts_per_s"}
+    assert set(results["figures"]) == {"generation_speedup_vs_seed_loop", "train_speedup_vs_trl", "dpo_speedup_vs_trl",
+                                       "zenml_overhead", "judge_texts_per_s"}
+    assert results["dpo"]["trl"]["steps"] == results["dpo"]["ours"]["steps"] > 0  # the same batches on both sides
     assert all(isinstance(value, float) for value in results["figures"].values())
     assert results["training"]["ours"]["peak_memory_mb"] > 0 and results["training"]["trl"]["tokens"] > 0
     assert "| `zenml_overhead` |" in completed.stdout and results["machine"]["logical_cpus"] >= 1

@@ -113,6 +113,13 @@ def test_numbers_of_different_judges_are_never_compared():
     assert decide(reevaluated, GATE, evidence).passed
 
 
+def test_versions_of_different_methods_meet_on_one_evaluation_set():
+    sft, dpo = tags(LANGS), tags(LANGS, train={"method": "dpo"})
+    assert (sft["method"], dpo["method"]) == ("sft", "dpo")
+    assert evaluation_key(sft) == evaluation_key(dpo)  # compared directly, paired on the same prompts
+    assert decide(plan(dpo, sft), GATE, GOOD | {"champion": side(BASE)}).passed
+
+
 def test_evaluation_key_says_which_numbers_are_comparable():
     base = tags(["en", "ru"])
     same = version_tags(["ru"], ["ru", "en"], "h1", json.loads(base["config"]), {}, {"backend": "ensemble", "hash": "j1"})
