@@ -205,7 +205,9 @@ def compare_methods(
         if method != "sft" or partner is None:
             continue
         wanted = {figure: FIGURES.get(figure, Figure(figure)) for figure in figures}
-        estimates = paired_estimates(clusters[name], clusters[partner], wanted, config)
+        sft, dpo = ({figure: clusters[setting][figure] for figure in figures if figure in clusters[setting]}
+                    for setting in (name, partner))
+        estimates = paired_estimates(sft, dpo, wanted, config)
         for row in estimates.to_dict("records"):
             rows.append({"mode": mode, "source": source, "fraction": fraction, "target": row["target"],
                          "metric": row["metric"], "sft": row["base"], "dpo": row["tuned"], "diff": row["diff"],

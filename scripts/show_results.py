@@ -21,6 +21,8 @@ def main(pipeline_name: str = "detox_training") -> None:
     table = report_step.outputs["detox_results"][0].load()
     metadata = report_step.run_metadata
     print("\nmbad quickstart: toxicity (judge: mean score of completions) and perplexity per target language")
+    print(f"n prompts per language, k = {metadata.get('samples_per_prompt', '?')} sample(s) per prompt, "
+          "paired 95 % bootstrap intervals in brackets")
     print(format_table(table))
     print("\nWhere to look:")
     print(f"  ZenML run:        {run.name} (status {run.status.value}); `zenml pipeline runs list`, dashboard: make ui")

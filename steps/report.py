@@ -75,7 +75,8 @@ def report(
     tags |= {"zenml_run": get_step_context().pipeline_run.name, "evidence": f"runs:/{run_id}/{EVIDENCE_FILE}"}
     version = register_adapter(Path(adapter.path), config.registry.model_name, tags, config.generation.model_dump())
     log_metadata(metadata={"metrics": metrics, "mlflow_model_version": version, "mlflow_run_id": run_id}, infer_model=True)
-    log_metadata(metadata={"table": format_table(estimates), "mlflow_model_name": config.registry.model_name,
+    log_metadata(metadata={"table": format_table(estimates), "samples_per_prompt": config.generation.num_samples,
+                           "mlflow_model_name": config.registry.model_name,
                            "mlflow_model_version": version, "mlflow_run_id": run_id, "judge": identity["name"]})
     html = render_html(estimates, png, "mbad: base vs fine-tuned, with paired 95 % intervals",
                        {"source": source, "registry version": f"{config.registry.model_name} v{version}",

@@ -38,9 +38,13 @@ def versions(mlflow_server, stack, tiny_model_dir, tmp_path_factory) -> dict[str
     shutil.copytree(SHARED_DATA, data)
     configs = tmp_path_factory.mktemp("promotion-configs")
     settings = {"en": {}, "ru": {"train": {"source_languages": ["ru"]}}, "en_ru": {"target_languages": ["en", "ru"]}}
+    # 8 prompts a language: with 3, a resample of prompts whose base completions all scored 0 is
+    # likely, its % change undefined, and even LENIENT's bound would not be finite.
+    generation = {"generation": {"max_prompts_per_language": 8, "max_new_tokens": 6}}
     registered = {}
     for label, overrides in settings.items():
-        config = write_run_config(configs / f"{label}.yaml", tiny_model_dir, data={"data_dir": str(data)}, **overrides)
+        config = write_run_config(configs / f"{label}.yaml", tiny_model_dir, data={"data_dir": str(data)},
+                                  **(generation | overrides))
         run = stack.get_pipeline_run(run_detox_training(config).id)
         registered[label] = str(run.steps["report"].run_metadata["mlflow_model_version"])
     return registered
@@ -69,7 +73,7 @@ def test_first_promotion_passes_and_the_champion_generates(mlflow_server, versio
     # Each check's estimate and one-sided bound, per language, and the test behind them.
     toxicity = json.loads(tags["gate.check.toxicity_change_pct"])
     assert set(toxicity) == {"en", "ru", "zh"} and all({"value", "bound", "level", "n"} <= set(c) for c in toxicity.values())
-    assert toxicity["en"]["n"] == 3 and "zh" in json.loads(tags["gate.check.udhr_perplexity_change_pct"])
+    assert toxicity["en"]["n"] == 8 and "zh" in json.loads(tags["gate.check.udhr_perplexity_change_pct"])
     assert "paired cluster bootstrap" in tags["gate.test"] and "Holm over 3 language(s)" in tags["gate.test"]
     assert "generate_base" not in run.steps  # nothing to re-evaluate without a champion
     assert zenml_stage(stack, client, versions["en"]) == "production"

