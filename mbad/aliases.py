@@ -184,7 +184,9 @@ def _locked(client: MlflowClient, model_name: str, before: Aliases, after: Alias
             )
             break
         except MlflowException as error:
-            if error.error_code != "RESOURCE_ALREADY_EXISTS":
+            # RESOURCE_DOES_NOT_EXIST: the lock existed when our create collided with it and was
+            # released before the server could name it; contended like ALREADY_EXISTS, so poll again.
+            if error.error_code not in ("RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST"):
                 raise unavailable(client, f"lock the aliases of '{model_name}' (nothing was changed)", error) from error
         if recover(client, model_name, config):
             continue
