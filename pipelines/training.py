@@ -42,6 +42,6 @@ def train_evaluate_register(config: DetoxConfig, validated, data_hash: str, regi
     tuned_knowledge = evaluate_knowledge(**evaluation, knowledge=config.knowledge, adapter=adapter, id="knowledge_tuned")
 
     register(base_scores, tuned_scores, base_knowledge, tuned_knowledge, base_fluency, tuned_fluency, judge_quality,
-             adapter, config, data_hash)
+             adapter, config, data_hash, pairs=validated)
     return {"validated": validated, "judge": judge, "base_scores": base_scores, "base_knowledge": base_knowledge,
             "base_fluency": base_fluency}

@@ -8,10 +8,12 @@ from zenml import get_step_context, log_metadata, step
 from zenml.types import HTMLString
 
 from mbad.config import DetoxConfig
+from mbad.data import resolve_source
 from mbad.eval.compare import FIGURES, clusters_for, paired_estimates
 from mbad.eval.fidelity import add_detected_language
 from mbad.eval.probes import probe_figures
 from mbad.eval.stats import BootstrapConfig
+from mbad.model_card import model_card
 from mbad.promotion import evidence_table
 from mbad.registry import register_adapter, version_tags
 from mbad.report import format_table, metrics_for_mlflow, plot_comparison, png_to_image, render_html
@@ -19,6 +21,36 @@ from mbad.training import AdapterDirectory
 from steps._stack import EXPERIMENT_TRACKER
 
 EVIDENCE_FILE = "evidence/clusters.csv"
+# Every completion with its score: an MLflow table (Artifacts / Evaluation in the UI) to read and filter.
+COMPLETIONS_FILE = "completions.json"
+COMPLETION_COLUMNS = ["model", "lang", "pair_id", "sample", "prompt", "completion", "score", "detected_lang"]
+
+
+def completions_table(base_scored: pd.DataFrame, tuned_scored: pd.DataFrame) -> pd.DataFrame:
+    """Base and fine-tuned completions, one row each: prompt, language, sample, completion, judge
+    score (NaN where the judge did not judge), detected language."""
+    frames = [frame.assign(model=name) for name, frame in (("base", base_scored), ("tuned", tuned_scored))]
+    table = pd.concat(frames, ignore_index=True)
+    return table[[column for column in COMPLETION_COLUMNS if column in table.columns]]
+
+
+def training_dataset(pairs: pd.DataFrame, source: str, data_hash: str):
+    """The validated pairs as an MLflow dataset: digest = the data hash, source = where they were read."""
+    from mlflow.data.pandas_dataset import from_pandas
+
+    columns = [column for column in ("lang", "split", "role", "pair_id", "toxic", "neutral") if column in pairs.columns]
+    name = source.removeprefix("hf:").rstrip("/").rsplit("/", 1)[-1] or "multiparadetox"
+    return from_pandas(pairs[columns].reset_index(drop=True), source=source, name=name, digest=data_hash)
+
+
+def run_description(config: DetoxConfig, source: str, data_hash: str, identity: dict[str, str]) -> str:
+    """The run's description in the MLflow UI: what was trained on what, and how it was measured."""
+    train, generation = config.train, config.generation
+    return (f"{train.method.upper()} LoRA adapter for `{config.model.name_or_path}`, trained on the MultiParaDetox "
+            f"adapter-role train pairs of {', '.join(train.source_languages)} (`{source}`, data hash `{data_hash}`); "
+            f"evaluated against the base model on the test prompts of {', '.join(config.target_languages)} with "
+            f"{generation.num_samples} sample(s) per prompt, scored by the judge `{identity['name']}`. Every figure has a "
+            f"paired 95 % bootstrap interval ({config.statistics.n_resamples} resamples); completions in `{COMPLETIONS_FILE}`.")
 
 
 def judge_identity(scores: pd.DataFrame) -> dict[str, str]:
@@ -42,17 +74,19 @@ def report(
     adapter: AdapterDirectory,
     config: DetoxConfig,
     data_hash: str,
+    pairs: pd.DataFrame | None = None,
 ) -> tuple[Annotated[pd.DataFrame, "detox_results"], Annotated[HTMLString, "detox_report"]]:
     """Every figure with its paired 95 % interval, to MLflow and ZenML; the adapter as a new
     registry version tagged with its metrics and the judge that scored it."""
     identity = judge_identity(pd.concat([base_scores, tuned_scores]))
+    base_scored, tuned_scored = add_detected_language(base_scores), add_detected_language(tuned_scores)
     if judge_identity(base_scores) != judge_identity(tuned_scores):
         raise ValueError("base and fine-tuned completions were scored by different judges")
     stats = config.statistics
     # Per-prompt (and per-item) clusters of both models: the intervals come from them, and they
     # are stored with the run, so that a later gate can pair this version with another.
-    base = clusters_for(add_detected_language(base_scores), config.judge.threshold, base_knowledge, base_fluency)
-    tuned = clusters_for(add_detected_language(tuned_scores), config.judge.threshold, tuned_knowledge, tuned_fluency)
+    base = clusters_for(base_scored, config.judge.threshold, base_knowledge, base_fluency)
+    tuned = clusters_for(tuned_scored, config.judge.threshold, tuned_knowledge, tuned_fluency)
     estimates = paired_estimates(base, tuned, FIGURES | probe_figures(),
                                  BootstrapConfig(n_resamples=stats.n_resamples, confidence=stats.confidence, seed=stats.seed))
     source = "+".join(config.train.source_languages)
@@ -65,6 +99,11 @@ def report(
                        "target_languages": ",".join(config.target_languages),
                        "num_samples": config.generation.num_samples, "bootstrap_resamples": stats.n_resamples})
     mlflow.log_metrics(metrics)
+    data_source = resolve_source(config.data)
+    if pairs is not None:
+        mlflow.log_input(training_dataset(pairs, data_source, data_hash), context="training")
+    mlflow.log_table(completions_table(base_scored, tuned_scored), artifact_file=COMPLETIONS_FILE)
+    mlflow.set_tag("mlflow.note.content", run_description(config, data_source, data_hash, identity))
     mlflow.log_table(estimates, artifact_file="detox_results.json")
     mlflow.log_text(estimates.to_csv(index=False), "detox_results.csv")
     mlflow.log_image(png_to_image(png), "toxicity_change.png")
@@ -73,7 +112,10 @@ def report(
     run_id = mlflow.active_run().info.run_id
     tags = version_tags(config.train.source_languages, config.target_languages, data_hash, config.model_dump(), metrics, identity)
     tags |= {"zenml_run": get_step_context().pipeline_run.name, "evidence": f"runs:/{run_id}/{EVIDENCE_FILE}"}
-    version = register_adapter(Path(adapter.path), config.registry.model_name, tags, config.generation.model_dump())
+    card = model_card(config.model_dump(), estimates, identity, data_hash, data_source, run_id, tags["zenml_run"])
+    mlflow.log_text(card, "model_card.md")
+    version = register_adapter(Path(adapter.path), config.registry.model_name, tags, config.generation.model_dump(),
+                               base_model=config.model.name_or_path, card=card)
     log_metadata(metadata={"metrics": metrics, "mlflow_model_version": version, "mlflow_run_id": run_id}, infer_model=True)
     log_metadata(metadata={"table": format_table(estimates), "samples_per_prompt": config.generation.num_samples,
                            "mlflow_model_name": config.registry.model_name,

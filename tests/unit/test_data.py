@@ -71,3 +71,38 @@ def test_fingerprint_changes_with_content(data_copy: Path):
 def test_missing_data_dir_is_a_clear_error(tmp_path: Path):
     with pytest.raises(FileNotFoundError, match="not a directory"):
         resolve_source(DataConfig(data_dir=str(tmp_path / "nope")))
+
+
+def test_fresh_clone_without_data_offline_stops_fast_with_instructions(tmp_path):
+    """A checkout without ../shared and no MBAD_DATA_DIR, offline: `python -m mbad.data` (the
+    first thing `make run` does) says how to provide the data and exits 2 within seconds."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from mbad.config import REPO_ROOT
+
+    clone = tmp_path / "fresh" / "mbad"
+    tracked = subprocess.run(["git", "ls-files", "mbad"], cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout.split()
+    for name in tracked:
+        (clone / name).parent.mkdir(parents=True, exist_ok=True)
+        (clone / name).write_bytes((REPO_ROOT / name).read_bytes())
+    env = {key: value for key, value in os.environ.items() if key not in ("MBAD_DATA_DIR", "PYTHONPATH")}
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "mbad.data"], cwd=clone, env=env | {"HF_HUB_OFFLINE": "1"},
+                            capture_output=True, text=True, timeout=60)
+    assert time.monotonic() - started < 30
+    assert result.returncode == 2, result
+    assert "no MultiParaDetox data" in result.stderr and "MBAD_DATA_DIR" in result.stderr and "HF_HUB_OFFLINE is set" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_hub_unreachable_is_a_clear_error(monkeypatch):
+    from mbad import data
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.setattr(data, "HUB_HOST", ("127.0.0.1", 9))  # discard port: nothing listens
+    with pytest.raises(data.DataUnavailable, match="cannot be downloaded"):
+        data.check_hub_reachable("textdetox/multilingual_paradetox", timeout_s=1)
