@@ -28,7 +28,7 @@ def main(pipeline_name: str = "detox_training") -> None:
     print(f"  ZenML run:        {run.name} (status {run.status.value}); `zenml pipeline runs list`, dashboard: make ui")
     print(f"  MLflow run:       {metadata.get('mlflow_run_id', '?')} in {tracking_uri()} (experiment '{pipeline_name}')")
     print(f"  Registered model: {metadata.get('mlflow_model_name', 'mbad-detox')} version {metadata.get('mlflow_model_version', '?')}")
-    print(f"  MLflow UI:        mlflow ui --backend-store-uri {os.environ.get('MLFLOW_TRACKING_URI', tracking_uri())}")
+    print("  Dashboards:       make ui (ZenML :8237, MLflow :5000); completions per run: completions.json; serve: make serve")
 
 
 if __name__ == "__main__":
