@@ -71,7 +71,8 @@ def stop(process: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
 @pytest.fixture(scope="module")
 def registered(stack, tiny_model_dir, tmp_path_factory):
     """One detox_training run on the tiny model: (MLflow run id, registered version)."""
-    config_path = write_run_config(tmp_path_factory.mktemp("cfg") / "run.yaml", tiny_model_dir)
+    # Its own training seed: a run of its own, not a cached copy of another test module's run.
+    config_path = write_run_config(tmp_path_factory.mktemp("cfg") / "run.yaml", tiny_model_dir, train={"seed": 11})
     run = run_detox_training(config_path)
     metadata = stack.get_pipeline_run(run.id).steps["report"].run_metadata
     return str(metadata["mlflow_run_id"]), str(metadata["mlflow_model_version"]), run.name
@@ -106,7 +107,8 @@ def test_run_has_dataset_completions_description_and_card(registered, tmp_path):
 
 def test_serve_answers_prompts_and_refuses_bad_payloads(registered):
     _, version, _ = registered
-    MlflowClient(tracking_uri()).set_registered_model_alias(MODEL, "served", version)
+    client = MlflowClient(tracking_uri())
+    client.set_registered_model_alias(MODEL, "served", version)
     port = free_port()
     server = subprocess.Popen([sys.executable, str(REPO_ROOT / "scripts" / "serve.py"), "--alias", "served", "--port", str(port)],
                               env=os.environ | {"MBAD_SERVE_DEVICE": "cpu"}, start_new_session=True,
@@ -126,6 +128,7 @@ def test_serve_answers_prompts_and_refuses_bad_payloads(registered):
             assert "message" in error and "Traceback" not in error["message"], (bad, error)
     finally:
         stop(server)
+        client.delete_registered_model_alias(MODEL, "served")  # the registry is shared by the session's tests
 
 
 def test_serve_without_the_alias_says_so(registered):
