@@ -52,6 +52,7 @@ class TrainSummary:
     final_loss: float
     resumed_from_step: int = 0
     losses: list[float] = field(default_factory=list)
+    learning_rates: list[float] = field(default_factory=list)  # the rate each optimizer step used
 
 
 def tokenize_for_lm(
@@ -200,7 +201,8 @@ def causal_lm_loss(head: LMHead, batch: dict[str, torch.Tensor]) -> torch.Tensor
     return total / labelled.sum().clamp(min=1)
 
 
-def _save_checkpoint(path: Path, model, optimizer, scheduler, step: int, losses: list[float]) -> None:
+def _save_checkpoint(path: Path, model, optimizer, scheduler, step: int, losses: list[float],
+                     learning_rates: list[float]) -> None:
     """Adapter weights + optimizer state, written atomically (a kill never leaves half a file)."""
     path.mkdir(parents=True, exist_ok=True)
     state = {
@@ -209,6 +211,7 @@ def _save_checkpoint(path: Path, model, optimizer, scheduler, step: int, losses:
         "scheduler": scheduler.state_dict(),
         "step": step,
         "losses": losses,
+        "learning_rates": learning_rates,
         "rng": torch.get_rng_state(),
     }
     scratch = path / "state.pt.tmp"
@@ -292,21 +295,24 @@ def train_with_objective(
                             accelerator.process_index, accelerator.num_processes)
     total_steps = math.ceil(len(batches) * config.epochs / config.gradient_accumulation_steps)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate)
+    # Linear decay over the optimizer steps. The scheduler is stepped by this loop once per
+    # optimizer step and not handed to accelerate: a prepared scheduler steps once per process
+    # per call, so with N processes the rate would reach 0 after 1/N of training.
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / max(1, total_steps)))
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    model, optimizer = accelerator.prepare(model, optimizer)
     # The fused loss calls the backbone directly: only where no wrapper (DDP) needs its own forward.
     head = split_lm_head(model) if accelerator.num_processes == 1 else None
     if head is not None and head.weight.requires_grad:
         head = None  # a trained output layer needs its weight gradient: the library's loss computes it
 
-    step, losses = 0, []
+    step, losses, rates = 0, [], []
     state_file = checkpoint_dir / "state.pt" if checkpoint_dir else None
     if state_file and state_file.exists():
         state = torch.load(state_file, weights_only=False)
         set_peft_model_state_dict(accelerator.unwrap_model(model), state["adapter"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        step, losses = state["step"], state["losses"]
+        step, losses, rates = state["step"], state["losses"], state.get("learning_rates", [])
         torch.set_rng_state(state["rng"])
         logger.info("resuming training from step %d of %d", step, total_steps)
     resumed_from = step
@@ -314,6 +320,7 @@ def train_with_objective(
     schedule = [batch for _ in range(config.epochs) for batch in batches]
     started, tokens = time.perf_counter(), 0
     micro_done = step * config.gradient_accumulation_steps
+    window: list[torch.Tensor] = []  # the losses of this optimizer step's micro-batches
     with tqdm(total=total_steps, initial=step, desc="train", unit="step", leave=False, disable=not main) as progress:
         for micro, batch_ids in enumerate(schedule):
             if micro < micro_done:
@@ -322,20 +329,27 @@ def train_with_objective(
             batch = {key: value.to(accelerator.device) for key, value in batch.items()}
             with accelerator.accumulate(model):
                 loss = objective.loss(model, head, batch)
+                window.append(loss.detach())
                 accelerator.backward(loss)
-                optimizer.step()
-                scheduler.step()
+                if accelerator.sync_gradients:
+                    rates.append(float(optimizer.param_groups[0]["lr"]))
+                optimizer.step()  # a no-op between accumulation boundaries
                 optimizer.zero_grad()
             tokens += int(batch["attention_mask"].sum())
             if accelerator.sync_gradients:
+                scheduler.step()
                 step += 1
-                # The mean over processes (each saw its own batch); a no-op with one process.
-                losses.append(float(accelerator.reduce(loss.detach(), reduction="mean")))
+                # The step's loss: the mean over its micro-batches and over the processes (each
+                # saw its own batches), so it does not depend on how a global batch was split.
+                step_loss = torch.stack(window).mean()
+                window = []
+                losses.append(float(accelerator.reduce(step_loss, reduction="mean")))
                 progress.update(1)
                 progress.set_postfix(loss=f"{losses[-1]:.3f}")
                 if state_file and config.checkpoint_every and step % config.checkpoint_every == 0 and step < total_steps:
                     if main:
-                        _save_checkpoint(checkpoint_dir, accelerator.unwrap_model(model), optimizer, scheduler, step, losses)
+                        _save_checkpoint(checkpoint_dir, accelerator.unwrap_model(model), optimizer, scheduler, step,
+                                         losses, rates)
                     accelerator.wait_for_everyone()
     seconds = time.perf_counter() - started
     tokens = int(accelerator.reduce(torch.tensor(tokens, device=accelerator.device), reduction="sum"))
@@ -344,6 +358,7 @@ def train_with_objective(
         steps=step, examples=len(examples), tokens=tokens, seconds=seconds,
         tokens_per_second=tokens / seconds if seconds else 0.0,
         final_loss=losses[-1] if losses else math.nan, resumed_from_step=resumed_from, losses=losses,
+        learning_rates=rates,
     )
     if main:
         output_dir.mkdir(parents=True, exist_ok=True)

@@ -37,6 +37,8 @@ def train_adapter(
         mlflow.log_params({f"lora.{name}": value for name, value in train.lora.model_dump().items()})
         for index, loss in enumerate(summary.losses, start=1):
             mlflow.log_metric("train_loss", loss, step=index)
+        for index, rate in enumerate(summary.learning_rates, start=1):
+            mlflow.log_metric("learning_rate", rate, step=index)
         mlflow.log_metric("train_tokens_per_second", summary.tokens_per_second)
     log_metadata(metadata={"train_examples": summary.examples, "train_steps": summary.steps,
                            "final_loss": summary.final_loss, "resumed_from_step": summary.resumed_from_step})

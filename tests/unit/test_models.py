@@ -116,6 +116,31 @@ def test_training_with_two_processes_shares_the_batches(tiny_model_dir, pairs, t
     assert after < before
 
 
+def test_two_processes_follow_the_schedule_and_weights_of_one_on_the_same_global_batch(tiny_model_dir, pairs, tmp_path):
+    """N data-parallel processes of batch B must train what one process does with batch B and N
+    accumulation steps: the same learning rate at every optimizer step (linear decay to 0 at the
+    end, not N times faster) and, within float tolerance, the same adapter."""
+    from safetensors.torch import load_file
+
+    texts = select(pairs, "train", ["en"], max_per_language=16)["neutral"].tolist()
+    model_config = ModelConfig(name_or_path=str(tiny_model_dir))
+    common = {"epochs": 3, "batch_size": 4, "learning_rate": 5e-3, "checkpoint_every": 0, "lora": {"dropout": 0.0}}
+    two = train_lora_adapter(texts, model_config, TrainConfig(**common, num_processes=2), tmp_path / "two")
+    one = train_lora_adapter(texts, model_config, TrainConfig(**common, gradient_accumulation_steps=2), tmp_path / "one")
+
+    total = 3 * 2  # 4 batches an epoch, 2 in each optimizer step
+    assert one.steps == two.steps == total
+    expected = [5e-3 * (1 - step / total) for step in range(total)]
+    assert one.learning_rates == pytest.approx(expected)
+    assert two.learning_rates == pytest.approx(expected)
+    assert two.losses == pytest.approx(one.losses, rel=1e-3)
+    weights = [load_file(tmp_path / name / "adapter_model.safetensors") for name in ("two", "one")]
+    assert weights[0].keys() == weights[1].keys()
+    difference = sum(float((weights[0][key] - weights[1][key]).norm()) ** 2 for key in weights[1]) ** 0.5
+    lora_b = sum(float(weights[1][key].norm()) ** 2 for key in weights[1] if "lora_B" in key) ** 0.5  # 0 at the start
+    assert lora_b > 0 and difference < 0.01 * lora_b, (difference, lora_b)
+
+
 def test_killed_training_resumes_from_its_checkpoint(tiny_model_dir, pairs, tmp_path):
     texts = select(pairs, "train", ["en"])["neutral"].tolist()
     (tmp_path / "texts.json").write_text(json.dumps(texts))
