@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from setup_stack import ensure_component  # noqa: E402  (scripts/ is on sys.path when run)
+from setup_stack import ensure_component, ensure_secret, secret_ref  # noqa: E402  (scripts/ is on sys.path when run)
 
 K8S_STACK = "mbad-k8s"
 KUBEFLOW_STACK = "mbad-kubeflow"
@@ -79,23 +79,6 @@ def read_environment() -> dict[str, str]:
     if env["MBAD_STACK"] not in (K8S_STACK, KUBEFLOW_STACK):
         sys.exit(f"k8s-stack: MBAD_STACK={env['MBAD_STACK']} must be {K8S_STACK} or {KUBEFLOW_STACK}")
     return env
-
-
-def secret_ref(secret: str, key: str) -> str:
-    """A reference ZenML resolves when a component is used; the value stays in the secret store."""
-    return "{{" + f"{secret}.{key}" + "}}"
-
-
-def ensure_secret(client, name: str, values: dict[str, str]) -> None:
-    try:
-        secret = client.get_secret(name)
-    except KeyError:
-        client.create_secret(name=name, values=values)
-        print(f"registered secret '{name}'")
-        return
-    if secret.secret_values != values:
-        client.update_secret(secret.id, add_or_update_values=values)
-        print(f"updated secret '{name}'")
 
 
 def ensure_stack(client, name: str, components: dict) -> None:

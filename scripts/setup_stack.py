@@ -18,6 +18,7 @@ from mbad.tracking import ensure_experiments, tracking_uri  # noqa: E402
 STACK = "mbad-local"
 TRACKER = "mbad-mlflow-tracker"
 REGISTRY = "mbad-mlflow-registry"
+LOCAL_MLFLOW_SECRET = "mbad-mlflow-local"
 PIPELINES = ["detox_training", "cross_lingual_sweep", "promote_model", "retrain_new_languages"]
 
 
@@ -25,24 +26,51 @@ def ensure_component(client, name: str, component_type, flavor: str, configurati
     try:
         existing = client.get_stack_component(component_type, name)
     except KeyError:
-        client.create_stack_component(name=name, flavor=flavor, component_type=component_type, configuration=configuration)
+        client.create_stack_component(name=name, flavor=flavor, component_type=component_type,
+                                      configuration={key: value for key, value in configuration.items() if value is not None})
         print(f"registered {component_type.value} '{name}'")
         return
     if any(existing.configuration.get(key) != value for key, value in configuration.items()):
+        # A None removes the setting (say, the credentials of a server no longer used).
         client.update_stack_component(name, component_type, configuration=configuration)
         print(f"updated {component_type.value} '{name}'")
 
 
-def tracker_configuration(uri: str) -> dict:
-    """ZenML's MLflow tracker wants credentials for an http(s) server: the MLflow env vars, else
-    a placeholder token, which a server without authentication ignores."""
-    configuration = {"tracking_uri": uri}
-    if uri.startswith(("http://", "https://")):
-        if os.environ.get("MLFLOW_TRACKING_USERNAME"):
-            configuration["tracking_username"] = os.environ["MLFLOW_TRACKING_USERNAME"]
-            configuration["tracking_password"] = os.environ.get("MLFLOW_TRACKING_PASSWORD", "")
-        else:
-            configuration["tracking_token"] = os.environ.get("MLFLOW_TRACKING_TOKEN", "unauthenticated")
+def secret_ref(secret: str, key: str) -> str:
+    """A reference ZenML resolves when a component is used; the value stays in the secret store."""
+    return "{{" + f"{secret}.{key}" + "}}"
+
+
+def ensure_secret(client, name: str, values: dict[str, str]) -> None:
+    try:
+        secret = client.get_secret(name)
+    except KeyError:
+        client.create_secret(name=name, values=values)
+        print(f"registered secret '{name}'")
+        return
+    if secret.secret_values != values:
+        client.update_secret(secret.id, add_or_update_values=values)
+        print(f"updated secret '{name}'")
+
+
+def tracker_configuration(client, uri: str) -> dict:
+    """ZenML's MLflow tracker wants credentials for an http(s) server. MLFLOW_TRACKING_USERNAME /
+    _PASSWORD (or _TOKEN) go into the ZenML secret `mbad-mlflow-local` and the tracker holds only
+    references to it, which every step resolves (tracked or not: see `steps._stack`). Without
+    them, a placeholder token, which a server without authentication ignores."""
+    configuration = {"tracking_uri": uri, "tracking_username": None, "tracking_password": None, "tracking_token": None}
+    if not uri.startswith(("http://", "https://")):
+        return configuration
+    if os.environ.get("MLFLOW_TRACKING_USERNAME"):
+        ensure_secret(client, LOCAL_MLFLOW_SECRET, {"username": os.environ["MLFLOW_TRACKING_USERNAME"],
+                                                    "password": os.environ.get("MLFLOW_TRACKING_PASSWORD", "")})
+        configuration.update(tracking_username=secret_ref(LOCAL_MLFLOW_SECRET, "username"),
+                             tracking_password=secret_ref(LOCAL_MLFLOW_SECRET, "password"))
+    elif os.environ.get("MLFLOW_TRACKING_TOKEN"):
+        ensure_secret(client, LOCAL_MLFLOW_SECRET, {"token": os.environ["MLFLOW_TRACKING_TOKEN"]})
+        configuration["tracking_token"] = secret_ref(LOCAL_MLFLOW_SECRET, "token")
+    else:
+        configuration["tracking_token"] = "unauthenticated"
     return configuration
 
 
@@ -57,7 +85,7 @@ def main() -> None:
         Client.initialize(root=repository)
     client = Client()
     uri = tracking_uri()
-    ensure_component(client, TRACKER, StackComponentType.EXPERIMENT_TRACKER, "mlflow", tracker_configuration(uri))
+    ensure_component(client, TRACKER, StackComponentType.EXPERIMENT_TRACKER, "mlflow", tracker_configuration(client, uri))
     ensure_component(client, REGISTRY, StackComponentType.MODEL_REGISTRY, "mlflow", {})
     try:
         client.get_stack(STACK)

@@ -5,7 +5,6 @@ from typing import Annotated
 
 import mlflow
 import pandas as pd
-from mlflow import MlflowClient
 from zenml import ArtifactConfig, get_step_context, log_metadata, step
 from zenml.client import Client
 from zenml.enums import ArtifactType, ModelStages
@@ -27,7 +26,7 @@ from mbad.promotion import (
 )
 from mbad.registry import download_adapter
 from mbad.training import AdapterDirectory
-from steps._stack import mlflow_uri
+from steps._stack import mlflow_client, mlflow_uri
 
 logger = get_logger(__name__)
 
@@ -36,7 +35,7 @@ logger = get_logger(__name__)
 def find_candidates(config: PromoteConfig, registered_by_this_run: bool = False) -> Annotated[PromotionPlan, "promotion_plan"]:
     """The challenger, the champion, and what must be re-evaluated to compare them on one set."""
     run_name = get_step_context().pipeline_run.name if registered_by_this_run else None
-    plan = plan_promotion(MlflowClient(mlflow_uri()), config, registered_by_run=run_name)
+    plan = plan_promotion(mlflow_client(), config, registered_by_run=run_name)
     for line in [f"challenger v{plan.challenger.version}, champion {describe(plan.aliases)}", *plan.notes, *plan.blocking]:
         logger.info(line)
     log_metadata(metadata={"challenger": plan.challenger.version, "aliases": str(plan.aliases), "reevaluate": plan.reevaluate})
@@ -75,7 +74,7 @@ def gate(
     if not plan.blocking:
         evidence |= stored_evidence(plan, evidence)
     decision = decide(plan, config.gate, evidence)
-    set_version_tags(MlflowClient(mlflow_uri()), plan.model_name, decision.challenger, decision_tags(decision))
+    set_version_tags(mlflow_client(), plan.model_name, decision.challenger, decision_tags(decision))
     verdict = "passes the gate" if decision.passed else "is rejected: " + "; ".join(decision.reasons)
     logger.info("%s v%s %s (%s)", plan.model_name, decision.challenger, verdict, decision.test)
     log_metadata(metadata={"passed": decision.passed, "reasons": decision.reasons, "test": decision.test,
@@ -105,7 +104,7 @@ def promote(decision: GateDecision, config: PromoteConfig) -> Annotated[dict[str
     if not decision.passed:
         logger.info("aliases unchanged: %s", describe(decision.aliases))
         return decision.aliases
-    client, name = MlflowClient(mlflow_uri()), decision.model_name
+    client, name = mlflow_client(), decision.model_name
     target = promotion_target(decision)
 
     def record() -> None:  # under the registry lock, once the aliases are verified

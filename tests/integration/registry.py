@@ -39,9 +39,13 @@ def _free_port() -> int:
 
 
 class MlflowServer:
-    def __init__(self, root: Path):
+    """`credentials` (user, password): MLflow's `basic-auth` app, with that user as its admin;
+    every request but /health then needs them."""
+
+    def __init__(self, root: Path, credentials: tuple[str, str] | None = None):
         self.root = root
         self.port = _free_port()
+        self.credentials = credentials
         self.process: subprocess.Popen | None = None
 
     @property
@@ -56,6 +60,16 @@ class MlflowServer:
                    "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
                    "--artifacts-destination", str(self.root / "artifacts"),
                    "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]
+        if self.credentials:
+            auth_config = self.root / "basic_auth.ini"
+            auth_config.write_text(
+                "[mlflow]\ndefault_permission = READ\n"
+                f"database_uri = sqlite:///{self.root / 'basic_auth.db'}\n"
+                f"admin_username = {self.credentials[0]}\nadmin_password = {self.credentials[1]}\n"
+                "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+            )
+            env.update(MLFLOW_AUTH_CONFIG_PATH=str(auth_config), MLFLOW_FLASK_SERVER_SECRET_KEY=os.urandom(16).hex())
+            command += ["--app-name", "basic-auth"]
         with open(self.root / "server.log", "ab") as log:
             # Its own process group, so that stop() ends the server and its workers, nothing else.
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
@@ -96,14 +110,24 @@ def _setup_stack() -> None:
     assert client.active_stack.experiment_tracker.get_tracking_uri() == tracking_uri()
 
 
+CREDENTIALS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
+
+
 @contextmanager
 def registry_served_by(server: MlflowServer) -> Iterator[MlflowServer]:
-    """MLFLOW_TRACKING_URI and the stack's MLflow tracker point at `server` inside the block."""
-    saved = {key: os.environ.get(key) for key in ["MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_TOKEN", *CLIENT_ENV]}
+    """MLFLOW_TRACKING_URI and the stack's MLflow tracker point at `server` inside the block. A
+    server with credentials: `make setup` puts them into the tracker's ZenML secret, and the block
+    starts with none in the environment (every step must take them from the stack)."""
+    saved = {key: os.environ.get(key) for key in ["MLFLOW_TRACKING_URI", *CREDENTIALS, *CLIENT_ENV]}
     os.environ.update({"MLFLOW_TRACKING_URI": server.uri, **CLIENT_ENV})
-    os.environ.pop("MLFLOW_TRACKING_TOKEN", None)
+    for key in CREDENTIALS:
+        os.environ.pop(key, None)
+    if server.credentials:
+        os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = server.credentials
     try:
         _setup_stack()
+        for key in CREDENTIALS:
+            os.environ.pop(key, None)
         yield server
     finally:
         for key, value in saved.items():
