@@ -4,8 +4,11 @@ from typing import Annotated
 import mlflow
 import pandas as pd
 from zenml import ArtifactConfig, log_metadata, step
+from zenml.client import Client
 from zenml.enums import ArtifactType
+from zenml.io import fileio
 
+from mbad.checkpoints import CheckpointMirror
 from mbad.config import ModelConfig, TrainConfig, mbad_home
 from mbad.data import select
 from mbad.dpo import train_dpo_adapter
@@ -27,10 +30,19 @@ def train_adapter(
                   role="adapter")
     key = checkpoint_key(model, train, data_hash)
     output, checkpoints = mbad_home() / "adapters" / key, mbad_home() / "checkpoints" / key
-    if train.method == "dpo":
-        summary = train_dpo_adapter(rows["toxic"].tolist(), rows["neutral"].tolist(), model, train, output, checkpoints)
-    else:
-        summary = train_lora_adapter(rows["neutral"].tolist(), model, train, output, checkpoints)
+    # The checkpoint also lives in the artifact store: a pod started over elsewhere resumes from it.
+    mirror = CheckpointMirror(checkpoints, f"{Client().active_stack.artifact_store.path}/mbad-checkpoints/{key}", fileio)
+    mirror.restore()
+    mirror.start()
+    trained = False
+    try:
+        if train.method == "dpo":
+            summary = train_dpo_adapter(rows["toxic"].tolist(), rows["neutral"].tolist(), model, train, output, checkpoints)
+        else:
+            summary = train_lora_adapter(rows["neutral"].tolist(), model, train, output, checkpoints)
+        trained = True
+    finally:
+        mirror.finish(trained)
     if log_to_mlflow and mlflow.active_run():
         mlflow.log_params({f"train.{name}": value for name, value in train.model_dump().items() if name not in ("lora", "dpo")})
         mlflow.log_params({f"dpo.{name}": value for name, value in train.dpo.model_dump().items()})

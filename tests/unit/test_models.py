@@ -141,25 +141,39 @@ def test_two_processes_follow_the_schedule_and_weights_of_one_on_the_same_global
     assert lora_b > 0 and difference < 0.01 * lora_b, (difference, lora_b)
 
 
-def test_killed_training_resumes_from_its_checkpoint(tiny_model_dir, pairs, tmp_path):
-    texts = select(pairs, "train", ["en"])["neutral"].tolist()
+def start_training(texts: list[str], model_dir: Path, config: TrainConfig, adapter: Path, checkpoints: Path,
+                   tmp_path: Path) -> subprocess.Popen:
+    """`train_lora_adapter` in a process of its own, which a test may kill."""
     (tmp_path / "texts.json").write_text(json.dumps(texts))
-    config = TrainConfig(epochs=2, batch_size=2, checkpoint_every=1)
     script = (
         "import json, sys; from pathlib import Path; sys.path.insert(0, %r)\n"
         "from mbad.config import ModelConfig, TrainConfig\nfrom mbad.training import train_lora_adapter\n"
         "train_lora_adapter(json.loads(Path(%r).read_text()), ModelConfig(name_or_path=%r), "
         "TrainConfig(**json.loads(%r)), Path(%r), Path(%r))\n"
-    ) % (str(REPO_ROOT), str(tmp_path / "texts.json"), str(tiny_model_dir), config.model_dump_json(),
-         str(tmp_path / "adapter"), str(tmp_path / "ckpt"))
-    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while not (tmp_path / "ckpt" / "state.pt").exists():
-        assert process.poll() is None and time.time() < deadline, "training ended before its first checkpoint"
+    ) % (str(REPO_ROOT), str(tmp_path / "texts.json"), str(model_dir), config.model_dump_json(), str(adapter),
+         str(checkpoints))
+    return subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def wait_for(path: Path, process: subprocess.Popen, timeout_s: float = 120) -> None:
+    deadline = time.time() + timeout_s
+    while not path.exists():
+        assert process.poll() is None and time.time() < deadline, f"training ended before {path} appeared"
         time.sleep(0.01)
-    time.sleep(0.3)
+
+
+def kill(process: subprocess.Popen) -> None:
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
+
+
+def test_killed_training_resumes_from_its_checkpoint(tiny_model_dir, pairs, tmp_path):
+    texts = select(pairs, "train", ["en"])["neutral"].tolist()
+    config = TrainConfig(epochs=2, batch_size=2, checkpoint_every=1)
+    process = start_training(texts, tiny_model_dir, config, tmp_path / "adapter", tmp_path / "ckpt", tmp_path)
+    wait_for(tmp_path / "ckpt" / "state.pt", process)
+    time.sleep(0.3)
+    kill(process)
     assert not (tmp_path / "adapter" / "adapter_model.safetensors").exists()
     saved_step = torch.load(tmp_path / "ckpt" / "state.pt", weights_only=False)["step"]
     assert saved_step >= 1
@@ -169,6 +183,36 @@ def test_killed_training_resumes_from_its_checkpoint(tiny_model_dir, pairs, tmp_
     assert summary.resumed_from_step == saved_step
     assert summary.steps == 2 * 150
     assert not (tmp_path / "ckpt" / "state.pt").exists()
+
+
+def test_a_training_started_over_on_another_machine_resumes_from_the_durable_copy(tiny_model_dir, pairs, tmp_path):
+    """A pod killed mid-training and rescheduled onto a node with an empty disk: the mirror's
+    copy in the artifact store brings the checkpoint back, and training goes on from it."""
+    from zenml.io import fileio
+
+    from mbad.checkpoints import CheckpointMirror
+
+    texts = select(pairs, "train", ["en"])["neutral"].tolist()
+    config = TrainConfig(epochs=2, batch_size=2, checkpoint_every=1)
+    durable, first, second = str(tmp_path / "artifact-store" / "ckpt"), tmp_path / "pod-1", tmp_path / "pod-2"
+    mirror = CheckpointMirror(first / "ckpt", durable, fileio, interval_s=0.02).start()
+    process = start_training(texts, tiny_model_dir, config, first / "adapter", first / "ckpt", tmp_path)
+    wait_for(Path(durable) / "state.pt", process)
+    kill(process)
+    mirror.finish(trained=False)  # the last local checkpoint, copied
+    copied = torch.load(Path(durable) / "state.pt", weights_only=False)["step"]
+    assert copied == torch.load(first / "ckpt" / "state.pt", weights_only=False)["step"] >= 1
+    shutil.rmtree(first)  # the node and its disk are gone
+
+    restarted = CheckpointMirror(second / "ckpt", durable, fileio, interval_s=0.02)
+    assert restarted.restore() and not restarted.restore()  # once; a local checkpoint is never overwritten
+    restarted.start()
+    summary = train_lora_adapter(texts, ModelConfig(name_or_path=str(tiny_model_dir)), config,
+                                 second / "adapter", second / "ckpt")
+    restarted.finish(trained=True)
+    assert summary.resumed_from_step == copied and summary.steps == 2 * 150
+    assert (second / "adapter" / "adapter_model.safetensors").exists()
+    assert not Path(durable, "state.pt").exists()  # done: the adapter is the result
 
 
 def test_perplexity_is_per_language_and_finite(loaded, pairs):
