@@ -16,7 +16,7 @@ import mlflow
 from PIL import Image
 
 from mbad.config import DetoxConfig
-from mbad.data import fingerprint, load_pairs, resolve_source, select
+from mbad.data import content_hash, load_pairs, select
 from mbad.eval.compare import compare_paired
 from mbad.eval.fidelity import add_detected_language
 from mbad.eval.judges import make_judge, score_frame, train_offline_judge
@@ -47,8 +47,8 @@ def run_quickstart_directly(config: DetoxConfig, home: Path, experiment: str = "
         seconds[name] = time.perf_counter() - started
 
     with step("load_data"):
-        data_hash = fingerprint(resolve_source(config.data))
         pairs = load_pairs(config.data)
+        data_hash = content_hash(pairs)
     with step("validate_data"):
         validation = validate_pairs(pairs, LanguageRegistry.from_yaml(config.data.languages_file), config.data)
         if not validation.success:

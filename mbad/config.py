@@ -74,6 +74,9 @@ class DataConfig(StrictConfig):
     # `../shared/data/multiparadetox` when it exists, else the HF dataset below.
     data_dir: str | None = None
     hf_dataset: str = "textdetox/multilingual_paradetox"
+    # A commit of that dataset (`huggingface_hub.dataset_info(id).sha`). Pin it wherever runs
+    # must read the same rows (pipeline pods, scheduled retraining); None: the newest.
+    hf_revision: str | None = None
     # The language registry; a relative path is relative to the checkout (the image's /app on
     # Kubernetes), so that a config written on a laptop also holds in a pipeline pod.
     languages_file: str = "configs/languages.yaml"

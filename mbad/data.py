@@ -30,7 +30,7 @@ DEFAULT_LOCAL_DIR = REPO_ROOT.parent / "shared" / "data" / "multiparadetox"
 
 
 def resolve_source(config: DataConfig) -> str:
-    """The data source: a local directory path, or `hf:<dataset id>`."""
+    """The data source: a local directory path, or `hf:<dataset id>[@<revision>]`."""
     if config.data_dir:
         path = Path(config.data_dir).expanduser()
         if not path.is_dir():
@@ -44,7 +44,7 @@ def resolve_source(config: DataConfig) -> str:
     if DEFAULT_LOCAL_DIR.is_dir():
         return str(DEFAULT_LOCAL_DIR.resolve())
     check_hub_reachable(config.hf_dataset)
-    return f"hf:{config.hf_dataset}"
+    return f"hf:{config.hf_dataset}" + (f"@{config.hf_revision}" if config.hf_revision else "")
 
 
 class DataUnavailable(RuntimeError):
@@ -82,18 +82,34 @@ def check_hub_reachable(dataset_id: str, timeout_s: float = 4.0) -> None:
         raise DataUnavailable(how.format(why=reason))
 
 
-def fingerprint(source: str) -> str:
-    """A hash of the data content, so that cached steps rerun when the files change."""
-    if source.startswith("hf:"):
-        return hashlib.sha256(source.encode()).hexdigest()[:16]
+def content_hash(pairs: pd.DataFrame) -> str:
+    """A hash of a table's content: its columns, their types and every value, in order. The
+    load step computes it from the rows it read, so the hash that keys caches, tags registered
+    versions and names the training data in MLflow describes the data the run used, wherever it
+    ran (a pod that reads a volume or the hub, not the client's copy)."""
     digest = hashlib.sha256()
-    for path in sorted(Path(source).glob("*.csv")):
-        digest.update(path.name.encode())
-        try:
-            digest.update(path.read_bytes())
-        except OSError:  # validation reports the unreadable file by name
-            digest.update(b"<unreadable>")
+    digest.update(repr([(str(name), str(dtype)) for name, dtype in pairs.dtypes.items()]).encode())
+    digest.update(pd.util.hash_pandas_object(pairs, index=False).to_numpy().tobytes())
     return digest.hexdigest()[:16]
+
+
+RELEASED_PAIRS_PER_LANGUAGE = 400  # MultiParaDetox: 400 toxic/neutral pairs in each language
+RELEASED_TEST_PAIRS = 100  # of which the released files hold out 100 as test
+
+
+def planning_test_pairs(config: DataConfig, largest: bool = False) -> int:
+    """Test pairs per language (the fewest, or with `largest` the most), for what is planned
+    before a run starts: its expected precision, a sweep's cost. Counted from the files when this
+    machine can read them. Otherwise the released sizes: a run's pods read the data themselves
+    (a volume, the hub), and the machine that submits the run may hold no copy of it."""
+    try:
+        source = resolve_source(config)
+    except (FileNotFoundError, DataUnavailable):
+        return RELEASED_TEST_PAIRS
+    if source.startswith("hf:"):
+        return RELEASED_PAIRS_PER_LANGUAGE - config.train_size
+    sizes = load_directory(Path(source)).query("split == 'test'").groupby("lang").size()
+    return int(sizes.max() if largest else sizes.min())
 
 
 def load_pairs(config: DataConfig) -> pd.DataFrame:
@@ -101,7 +117,8 @@ def load_pairs(config: DataConfig) -> pd.DataFrame:
     pair's `role` (see `assign_roles`)."""
     source = resolve_source(config)
     if source.startswith("hf:"):
-        pairs = _load_hf(source[3:], config.split_seed, config.train_size)
+        dataset_id, _, revision = source[3:].partition("@")
+        pairs = _load_hf(dataset_id, revision or None, config.split_seed, config.train_size)
     else:
         pairs = load_directory(Path(source))
     return assign_roles(pairs, config.judge_share)
@@ -187,12 +204,12 @@ def split_indices(n_rows: int, seed: int, train_size: int) -> tuple[np.ndarray, 
     return order[:train_size], order[train_size:]
 
 
-def _load_hf(dataset_id: str, seed: int, train_size: int) -> pd.DataFrame:
+def _load_hf(dataset_id: str, revision: str | None, seed: int, train_size: int) -> pd.DataFrame:
     try:
         import datasets
     except ImportError as error:  # pragma: no cover - depends on the environment
         raise ImportError("loading from the HF hub needs `pip install datasets`") from error
-    dataset = datasets.load_dataset(dataset_id)
+    dataset = datasets.load_dataset(dataset_id, revision=revision)
     frames = []
     for lang in sorted(dataset.keys()):
         table = dataset[lang].to_pandas()

@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from mbad.aliases import AliasMoveConfig, read_aliases, unavailable
 from mbad.config import DetoxConfig, ModelConfig, StrictConfig
-from mbad.data import fingerprint, resolve_source
+from mbad.data import DataUnavailable, content_hash, load_pairs
 from mbad.eval.compare import clusters_from_evidence, evidence_frame
 from mbad.gate import Evidence, GateCheck, GateConfig, gate_checks
 
@@ -166,8 +166,9 @@ def _plan_reevaluation(plan: PromotionPlan) -> None:
                              "so its evaluation set cannot be rebuilt")
         return
     try:
-        plan.data_hash = fingerprint(resolve_source(plan.evaluation.data))
-    except FileNotFoundError as error:
+        # Read and hashed as the load step does, where this runs (a pod reads its own source).
+        plan.data_hash = content_hash(load_pairs(plan.evaluation.data))
+    except (OSError, DataUnavailable) as error:
         plan.blocking.append(f"needs re-evaluation: the data v{challenger.version} was evaluated on cannot be read ({error})")
         return
     if challenger.tags.get("data_hash") != plan.data_hash:

@@ -32,7 +32,7 @@ def reevaluate(plan: PromotionPlan, evaluated: dict) -> dict:
     if "validated" not in evaluated and "challenger" not in plan.reevaluate:
         evaluated.update(training_outputs(plan.challenger.tags.get("zenml_run")))
     if "validated" not in evaluated:  # the data changed (or its run is gone): rebuild the evaluation set
-        pairs = load_data(config=setting.data, data_hash=plan.data_hash)
+        pairs, _ = load_data(config=setting.data)
         evaluated["validated"], _ = validate_data(pairs=pairs, config=setting.data)
         evaluated["judge"], _ = train_judge(pairs=evaluated["validated"], config=setting.judge)
     outputs = {key: evaluated[key] for key in ("base_scores", "base_knowledge") if key in evaluated}

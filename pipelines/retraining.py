@@ -3,7 +3,6 @@ ends after the language check and no training step exists in it."""
 
 from zenml import Model, pipeline
 
-from mbad.data import fingerprint, resolve_source
 from mbad.retraining import RetrainConfig
 from pipelines.promotion import gate_and_promote
 from pipelines.training import train_evaluate_register
@@ -20,8 +19,7 @@ def retrain_new_languages(config: RetrainConfig = RetrainConfig()) -> None:
     """Validate the data; if it holds languages the champion was not evaluated on, train an
     adapter (policy: `config.train_on`), evaluate it on every language, register it and hand
     it to the promotion gate (which compares every language with the champion)."""
-    data_hash = fingerprint(resolve_source(config.detox.data))
-    pairs = load_data(config=config.detox.data, data_hash=data_hash)
+    pairs, data_hash = load_data(config=config.detox.data)
     validated, _ = validate_data(pairs=pairs, config=config.detox.data)
     plan = find_new_languages(pairs=validated, config=config).load()
     if not plan.new_languages:

@@ -3,7 +3,7 @@ import logging
 from zenml import pipeline
 
 from mbad.config import SweepConfig
-from mbad.data import fingerprint, load_pairs, resolve_source
+from mbad.data import planning_test_pairs
 from mbad.eval.power import precision_plan
 from mbad.sweep import estimate, plan_settings, train_config_for
 from steps.data import load_data, validate_data
@@ -24,14 +24,12 @@ def cross_lingual_sweep(config: SweepConfig = SweepConfig()) -> None:
     every target in one pass; the base model is evaluated once and shared by all settings.
     """
     base = config.base
-    source = resolve_source(base.data)
     settings = plan_settings(config.model_copy(update={"modes": sorted(set(config.modes) | {"zs"})}))
-    test_per_language = int(load_pairs(base.data).query("split == 'test'").groupby("lang").size().max())
+    test_per_language = planning_test_pairs(base.data, largest=True)
     logger.info("sweep plan: %s", estimate(config, settings, test_per_language).describe())  # raises over budget
     logger.info("precision: %s", precision_plan(base, test_per_language, config.languages))
 
-    data_hash = fingerprint(source)
-    pairs = load_data(config=base.data, data_hash=data_hash)
+    pairs, data_hash = load_data(config=base.data)
     validated, _ = validate_data(pairs=pairs, config=base.data)
     judge, judge_quality = train_judge(pairs=validated, config=base.judge)
 

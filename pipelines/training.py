@@ -3,7 +3,7 @@ import logging
 from zenml import pipeline
 
 from mbad.config import DetoxConfig
-from mbad.data import fingerprint, load_pairs, resolve_source
+from mbad.data import planning_test_pairs
 from mbad.eval.power import precision_plan
 from steps.data import load_data, validate_data
 from steps.evaluation import evaluate_knowledge, generate, score_fluency, score_toxicity
@@ -17,10 +17,8 @@ logger = logging.getLogger(__name__)
 @pipeline
 def detox_training(config: DetoxConfig = DetoxConfig()) -> None:
     """Validate data, fine-tune one LoRA adapter, compare it with the base model, register it."""
-    data_hash = fingerprint(resolve_source(config.data))  # changes when the files change
-    test_per_language = int(load_pairs(config.data).query("split == 'test'").groupby("lang").size().min())
-    logger.info("precision: %s", precision_plan(config, test_per_language, config.target_languages))
-    pairs = load_data(config=config.data, data_hash=data_hash)
+    logger.info("precision: %s", precision_plan(config, planning_test_pairs(config.data), config.target_languages))
+    pairs, data_hash = load_data(config=config.data)
     validated, _ = validate_data(pairs=pairs, config=config.data)
     train_evaluate_register(config, validated, data_hash)
 

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 
 from mbad.tracking import tracking_uri
+from tests.conftest import SHARED_DATA
 from tests.corruptions import CASES
 from tests.integration.conftest import run_detox_training, write_run_config
 
@@ -83,12 +88,41 @@ def test_registered_version_loads_and_generates(first_run, stack):
     assert len(completions) == 2 and all(isinstance(text, str) for text in completions)
 
 
-def test_second_run_reuses_cached_steps(first_run, stack):
-    config_path, _ = first_run
+def data_hash_of(run) -> str:
+    return run.steps["load_data"].outputs["data_hash"][0].load()
+
+
+def test_second_run_reads_the_data_again_and_reuses_what_it_did_not_change(first_run, stack, tiny_model_dir, tmp_path):
+    """The load step reads the data in every run, where it runs, and hashes what it read; the
+    steps after it are cached on that content, so the same rows read from another copy (a
+    pod's volume) reuse the adapter, and one edited sentence retrains it."""
+    config_path, first = first_run
+    first = stack.get_pipeline_run(first.id)
     rerun = stack.get_pipeline_run(run_detox_training(config_path).id)
     statuses = {name: step.status.value for name, step in rerun.steps.items()}
-    for name in ("load_data", "validate_data", "train_judge", "train_adapter", "generate_base"):
+    assert statuses["load_data"] == "completed" and data_hash_of(rerun) == data_hash_of(first)
+    for name in ("validate_data", "train_judge", "train_adapter", "generate_base"):
         assert statuses[name] == "cached", statuses
+
+    copy = Path(shutil.copytree(SHARED_DATA, tmp_path / "data"))
+    settings = yaml.safe_load(config_path.read_text())
+    settings["parameters"]["config"]["data"] = {"data_dir": str(copy)}
+    elsewhere = tmp_path / "elsewhere.yaml"
+    elsewhere.write_text(yaml.safe_dump(settings))
+    same_rows = stack.get_pipeline_run(run_detox_training(elsewhere).id)
+    assert data_hash_of(same_rows) == data_hash_of(first)
+    assert {name: same_rows.steps[name].status.value for name in ("train_judge", "train_adapter", "generate_base")} == \
+        dict.fromkeys(("train_judge", "train_adapter", "generate_base"), "cached")
+    version_tags = MlflowClient(tracking_uri()).get_model_version(
+        "mbad-detox", str(first.steps["report"].run_metadata["mlflow_model_version"])).tags
+    assert version_tags["data_hash"] == data_hash_of(first)
+
+    neutral = copy / "en_train_neutral.csv"
+    lines = neutral.read_text(encoding="utf-8").splitlines()
+    neutral.write_text("\n".join([lines[0] + " indeed", *lines[1:]]) + "\n", encoding="utf-8")
+    edited = stack.get_pipeline_run(run_detox_training(elsewhere).id)
+    assert edited.status.value == "completed" and data_hash_of(edited) != data_hash_of(first)
+    assert edited.steps["train_adapter"].status.value == "completed"
 
 
 @pytest.mark.parametrize("case", ISSUE_CASES)

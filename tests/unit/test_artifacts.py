@@ -1,5 +1,7 @@
 """How the pipelines' artifacts are stored by ZenML."""
 
+from pathlib import Path
+
 from mbad.config import ClassifierJudgeConfig
 from mbad.data import select
 from mbad.eval.judges.classifier import train_classifier
@@ -83,3 +85,25 @@ def test_zenml_still_records_the_package_of_third_party_artifact_types_with_the_
     assert source.package_name == "scikit-learn" and source.version == sklearn.__version__
     assert _distributions_by_top_level_module.cache_info().misses == 1  # the table was read once
     assert package_for_module("no_such_module_anywhere") is None
+
+
+def test_pair_tables_round_trip_and_hash_their_content(pairs):
+    """Equal tables, saved by separate runs, hash alike (downstream cache hits though the load
+    step reran); a changed sentence hashes otherwise."""
+    import uuid
+
+    from zenml.client import Client
+
+    from materializers.pairs import PairsMaterializer
+
+    table = pairs[pairs["lang"].isin(["en", "hi"])].reset_index(drop=True)
+    store = Path(Client().active_stack.artifact_store.path) / f"pairs-{uuid.uuid4().hex}"  # ZenML writes only there
+    (store / "a").mkdir(parents=True), (store / "b").mkdir()
+    first, second = PairsMaterializer(str(store / "a")), PairsMaterializer(str(store / "b"))
+    first.save(table)
+    loaded = first.load(type(table))
+    assert loaded.equals(table)
+    assert first.compute_content_hash(table) == second.compute_content_hash(loaded.copy())
+    changed = table.copy()
+    changed.loc[5, "neutral"] += "!"
+    assert second.compute_content_hash(changed) != first.compute_content_hash(table)

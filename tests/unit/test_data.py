@@ -1,10 +1,11 @@
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from mbad.config import PAPER_LANGUAGES, DataConfig
-from mbad.data import fingerprint, load_directory, resolve_source, select, split_indices
+from mbad.data import content_hash, load_directory, load_pairs, planning_test_pairs, resolve_source, select, split_indices
 
 
 def test_loads_every_language_with_the_released_split(pairs):
@@ -61,11 +62,24 @@ def test_select_names_missing_languages(pairs):
         select(pairs, "train", ["en", "xx"])
 
 
-def test_fingerprint_changes_with_content(data_copy: Path):
-    before = fingerprint(str(data_copy))
+def test_content_hash_follows_the_rows_read_not_where_they_came_from(data_copy: Path, tmp_path: Path):
+    config = DataConfig(data_dir=str(data_copy))
+    before = content_hash(load_pairs(config))
+    elsewhere = Path(shutil.copytree(data_copy, tmp_path / "another-copy"))
+    assert content_hash(load_pairs(DataConfig(data_dir=str(elsewhere)))) == before  # the same data, read elsewhere
     with (data_copy / "en_train_neutral.csv").open("a", encoding="utf-8") as handle:
         handle.write("one more line\n")
-    assert fingerprint(str(data_copy)) != before
+    assert content_hash(load_pairs(config)) != before
+    swapped = load_pairs(DataConfig(data_dir=str(elsewhere)))
+    swapped.loc[[0, 1], "neutral"] = swapped.loc[[1, 0], "neutral"].to_numpy()
+    assert content_hash(swapped) != before  # order and pairing count, not only the set of sentences
+    assert content_hash(load_pairs(DataConfig(data_dir=str(elsewhere), judge_share=0.25))) != before  # the roles too
+
+
+def test_plans_count_test_pairs_here_and_fall_back_to_the_released_sizes(data_copy: Path, tmp_path: Path):
+    assert planning_test_pairs(DataConfig(data_dir=str(data_copy))) == 100
+    # A path that exists only in the run's pods (a volume): the released data's 100.
+    assert planning_test_pairs(DataConfig(data_dir=str(tmp_path / "mounted-in-pods-only"))) == 100
 
 
 def test_missing_data_dir_is_a_clear_error(tmp_path: Path):

@@ -11,7 +11,7 @@ from mlflow import MlflowClient
 
 from mbad.aliases import AliasConflictError, AliasMoveConfig, AliasMoveError, lock_name, move_aliases, read_aliases, recover
 from mbad.config import PAPER_LANGUAGES, DataConfig, DetoxConfig
-from mbad.data import fingerprint
+from mbad.data import content_hash, load_pairs
 from mbad.promotion import (
     Candidate,
     GateConfig,
@@ -144,7 +144,7 @@ def test_plan_reevaluates_a_champion_evaluated_on_other_languages_or_data(client
     data = tmp_path / "data"
     data.mkdir()
     (data / "en_test_toxic.csv").write_text("x\n")
-    current = fingerprint(str(data))
+    current = content_hash(load_pairs(DataConfig(data_dir=str(data))))  # what the load step computes
     v1, v2, v3 = register(client, tmp_path, [
         tags(["en"], data_hash="old", data_dir=str(data)),
         tags(["en", "ru"], data_hash=current, data_dir=str(data)),
