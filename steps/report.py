@@ -17,7 +17,8 @@ from mbad.model_card import model_card
 from mbad.promotion import evidence_table
 from mbad.registry import register_adapter, version_tags
 from mbad.report import format_table, metrics_for_mlflow, plot_comparison, png_to_image, render_html
-from mbad.training import AdapterDirectory
+from mbad.tracking import log_training
+from mbad.training import AdapterDirectory, read_adapter_meta
 from steps._stack import EXPERIMENT_TRACKER
 
 EVIDENCE_FILE = "evidence/clusters.csv"
@@ -99,6 +100,14 @@ def report(
                        "target_languages": ",".join(config.target_languages),
                        "num_samples": config.generation.num_samples, "bootstrap_resamples": stats.n_resamples})
     mlflow.log_metrics(metrics)
+    run_id = mlflow.active_run().info.run_id
+    if "train_loss" not in mlflow.get_run(run_id).data.metrics:
+        # The training step came from cache (the same data, model and settings trained before):
+        # its settings and curves still belong in this run, from the adapter's own record.
+        trained = read_adapter_meta(Path(adapter.path))
+        if trained.get("summary"):
+            log_training(trained["train"], trained["summary"])
+            mlflow.set_tag("training_from_cache", "true")
     data_source = resolve_source(config.data)
     if pairs is not None:
         mlflow.log_input(training_dataset(pairs, data_source, data_hash), context="training")
@@ -109,7 +118,6 @@ def report(
     mlflow.log_image(png_to_image(png), "toxicity_change.png")
     mlflow.log_dict(config.model_dump(), "config.json")
     mlflow.log_text(evidence_table(base, tuned).to_csv(index=False), EVIDENCE_FILE)
-    run_id = mlflow.active_run().info.run_id
     tags = version_tags(config.train.source_languages, config.target_languages, data_hash, config.model_dump(), metrics, identity)
     tags |= {"zenml_run": get_step_context().pipeline_run.name, "evidence": f"runs:/{run_id}/{EVIDENCE_FILE}"}
     card = model_card(config.model_dump(), estimates, identity, data_hash, data_source, run_id, tags["zenml_run"])

@@ -1,3 +1,4 @@
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
@@ -12,6 +13,7 @@ from mbad.checkpoints import CheckpointMirror
 from mbad.config import ModelConfig, TrainConfig, mbad_home
 from mbad.data import select
 from mbad.dpo import train_dpo_adapter
+from mbad.tracking import log_training
 from mbad.training import AdapterDirectory, checkpoint_key, train_lora_adapter
 from steps._stack import EXPERIMENT_TRACKER
 
@@ -44,14 +46,7 @@ def train_adapter(
     finally:
         mirror.finish(trained)
     if log_to_mlflow and mlflow.active_run():
-        mlflow.log_params({f"train.{name}": value for name, value in train.model_dump().items() if name not in ("lora", "dpo")})
-        mlflow.log_params({f"dpo.{name}": value for name, value in train.dpo.model_dump().items()})
-        mlflow.log_params({f"lora.{name}": value for name, value in train.lora.model_dump().items()})
-        for index, loss in enumerate(summary.losses, start=1):
-            mlflow.log_metric("train_loss", loss, step=index)
-        for index, rate in enumerate(summary.learning_rates, start=1):
-            mlflow.log_metric("learning_rate", rate, step=index)
-        mlflow.log_metric("train_tokens_per_second", summary.tokens_per_second)
+        log_training(train.model_dump(), asdict(summary))
     log_metadata(metadata={"train_examples": summary.examples, "train_steps": summary.steps,
                            "final_loss": summary.final_loss, "resumed_from_step": summary.resumed_from_step})
     return AdapterDirectory(str(Path(output)))

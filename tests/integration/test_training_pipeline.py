@@ -13,6 +13,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from mbad.tracking import tracking_uri
+from mbad.training import read_adapter_meta
 from tests.conftest import SHARED_DATA
 from tests.corruptions import CASES
 from tests.integration.conftest import run_detox_training, write_run_config
@@ -113,9 +114,15 @@ def test_second_run_reads_the_data_again_and_reuses_what_it_did_not_change(first
     assert data_hash_of(same_rows) == data_hash_of(first)
     assert {name: same_rows.steps[name].status.value for name in ("train_judge", "train_adapter", "generate_base")} == \
         dict.fromkeys(("train_judge", "train_adapter", "generate_base"), "cached")
-    version_tags = MlflowClient(tracking_uri()).get_model_version(
-        "mbad-detox", str(first.steps["report"].run_metadata["mlflow_model_version"])).tags
+    client = MlflowClient(tracking_uri())
+    version_tags = client.get_model_version("mbad-detox", str(first.steps["report"].run_metadata["mlflow_model_version"])).tags
     assert version_tags["data_hash"] == data_hash_of(first)
+    # Its MLflow run still shows the training, from the cached adapter's own record.
+    reported = client.get_run(same_rows.steps["report"].run_metadata["mlflow_run_id"])
+    assert reported.data.tags["training_from_cache"] == "true"
+    adapter = same_rows.steps["train_adapter"].outputs["lora_adapter"][0].load()
+    assert [m.value for m in client.get_metric_history(reported.info.run_id, "train_loss")] == \
+        pytest.approx(read_adapter_meta(Path(adapter.path))["summary"]["losses"])
 
     neutral = copy / "en_train_neutral.csv"
     lines = neutral.read_text(encoding="utf-8").splitlines()
