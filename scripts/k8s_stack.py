@@ -28,6 +28,9 @@ ORCHESTRATOR_ACCOUNT = "mbad-orchestrator"
 STEP_ACCOUNT = "mbad-step"
 MLFLOW_SECRET = "mbad-mlflow"
 ARTIFACT_SECRET = "mbad-artifact-store"
+# The Hugging Face token for gated models (Aya): a secret attached to the stacks, whose keys
+# ZenML sets as environment variables inside every step at run time (never in a pod spec).
+HF_SECRET = "mbad-hf"
 ARTIFACT_FLAVORS = {"s3": "s3", "gs": "gcp", "az": "azure", "abfs": "azure"}
 # Every pod ZenML starts: the label k8s/base/networkpolicy.yaml admits to MLflow and MinIO, and
 # the security contexts of the namespace's `restricted` Pod Security profile. Run configs add
@@ -81,14 +84,17 @@ def read_environment() -> dict[str, str]:
     return env
 
 
-def ensure_stack(client, name: str, components: dict) -> None:
+def ensure_stack(client, name: str, components: dict, secrets: list[str]) -> None:
     try:
-        client.get_stack(name)
+        existing = client.get_stack(name)
     except KeyError:
-        client.create_stack(name=name, components=components)
+        client.create_stack(name=name, components=components, secrets=secrets)
         print(f"registered stack '{name}'")
         return
-    client.update_stack(name, component_updates=components)
+    missing = [secret for secret in secrets if client.get_secret(secret).id not in set(existing.secrets)]
+    client.update_stack(name, component_updates=components, add_secrets=missing or None)
+    if missing:
+        print(f"attached {', '.join(missing)} to stack '{name}'")
 
 
 def artifact_store_configuration(env: dict[str, str]) -> dict:
@@ -118,6 +124,10 @@ def main() -> None:
     ensure_secret(client, MLFLOW_SECRET, {"username": env["MBAD_MLFLOW_USERNAME"], "password": env["MBAD_MLFLOW_PASSWORD"]})
     if os.environ.get("MBAD_S3_KEY"):
         ensure_secret(client, ARTIFACT_SECRET, {"key": os.environ["MBAD_S3_KEY"], "secret": os.environ["MBAD_S3_SECRET"]})
+    stack_secrets = []
+    if os.environ.get("MBAD_HF_TOKEN"):
+        ensure_secret(client, HF_SECRET, {"HF_TOKEN": os.environ["MBAD_HF_TOKEN"]})
+        stack_secrets.append(HF_SECRET)
 
     context, namespace = env["MBAD_KUBE_CONTEXT"], env["MBAD_K8S_NAMESPACE"]
     shared = {
@@ -158,7 +168,7 @@ def main() -> None:
         ensure_component(client, name, component_type, flavor, configuration)
     for stack, (name, flavor, configuration) in orchestrators.items():
         ensure_component(client, name, T.ORCHESTRATOR, flavor, configuration)
-        ensure_stack(client, stack, {T.ORCHESTRATOR: name, **{t: c[0] for t, c in shared.items()}})
+        ensure_stack(client, stack, {T.ORCHESTRATOR: name, **{t: c[0] for t, c in shared.items()}}, stack_secrets)
 
     if client.active_stack_model.name != env["MBAD_STACK"]:
         client.activate_stack(env["MBAD_STACK"])

@@ -55,6 +55,7 @@ STACK_ENV = {
     "MBAD_MLFLOW_USERNAME": "changeme-user",
     "MBAD_MLFLOW_PASSWORD": "changeme-password",
     "MBAD_KUBEFLOW_HOST": "https://kubeflow.example.com",
+    "MBAD_HF_TOKEN": "changeme-hf-token",
 }
 
 
@@ -101,8 +102,15 @@ for name in ("mbad-k8s", "mbad-kubeflow"):
     stack = client.get_stack(name)
     stacks[name] = {t.value: {"name": c[0].name, "flavor": c[0].flavor_name, "configuration": c[0].configuration}
                     for t, c in stack.components.items()}
-secrets = {name: client.get_secret(name).secret_values for name in ("mbad-mlflow", "mbad-artifact-store")}
-open(sys.argv[1], "w").write(json.dumps({"active": client.active_stack_model.name, "stacks": stacks, "secrets": secrets}))
+secrets = {name: client.get_secret(name).secret_values for name in ("mbad-mlflow", "mbad-artifact-store", "mbad-hf")}
+ids = {str(client.get_secret(name).id): name for name in secrets}
+attached = {name: sorted(ids[str(i)] for i in client.get_stack(name).secrets) for name in stacks}
+# What ZenML sets in a step's environment at run time on the active stack (its stack secrets).
+from types import SimpleNamespace
+from zenml.utils.env_utils import get_runtime_secret_environment
+runtime = get_runtime_secret_environment(SimpleNamespace(secrets=[]), client.active_stack_model)
+open(sys.argv[1], "w").write(json.dumps({"active": client.active_stack_model.name, "stacks": stacks, "secrets": secrets,
+                                         "stack_secrets": attached, "step_environment_from_secrets": runtime}))
 """
     out = Path(env["ZENML_CONFIG_PATH"]).parent / "stacks.json"
     result = run_python(["-c", code, str(out)], env)

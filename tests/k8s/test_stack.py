@@ -48,8 +48,16 @@ def test_credentials_live_in_zenml_secrets_not_in_components(stacks):
     artifact_store = dump["stacks"]["mbad-k8s"]["artifact_store"]["configuration"]
     assert artifact_store["secret"] == "{{mbad-artifact-store.secret}}"
     every_configuration = str(dump["stacks"])
-    for name in ("MBAD_MLFLOW_PASSWORD", "MBAD_S3_SECRET", "MBAD_S3_KEY"):
+    for name in ("MBAD_MLFLOW_PASSWORD", "MBAD_S3_SECRET", "MBAD_S3_KEY", "MBAD_HF_TOKEN"):
         assert STACK_ENV[name] not in every_configuration
+
+
+def test_the_hf_token_reaches_every_step_as_an_environment_variable_from_a_stack_secret(stacks):
+    """Gated models (Aya) need HF_TOKEN in the steps that load them: a ZenML secret attached to
+    both stacks, which ZenML resolves into each step's environment when the step runs."""
+    assert stacks["secrets"]["mbad-hf"] == {"HF_TOKEN": STACK_ENV["MBAD_HF_TOKEN"]}
+    assert stacks["stack_secrets"] == {"mbad-k8s": ["mbad-hf"], "mbad-kubeflow": ["mbad-hf"]}
+    assert stacks["step_environment_from_secrets"]["HF_TOKEN"] == STACK_ENV["MBAD_HF_TOKEN"]
 
 
 def test_running_again_changes_nothing_and_switches_to_kubeflow_on_request(stacks, k8s_env):
