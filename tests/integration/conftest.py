@@ -31,15 +31,10 @@ def stack(mbad_home):
 @pytest.fixture(scope="module")
 def mlflow_server(stack, tmp_path_factory):
     """A real `mlflow server` (SQLite, loopback) per test module; MLflow and the stack use it meanwhile."""
-    from tests.integration.registry import MlflowServer, registry_served_by
+    from tests.integration.registry import MlflowServer, serving
 
-    server = MlflowServer(tmp_path_factory.mktemp("mlflow-server"))
-    server.start()
-    try:
-        with registry_served_by(server):
-            yield server
-    finally:
-        server.stop()
+    with serving(MlflowServer(tmp_path_factory.mktemp("mlflow-server"))) as server:
+        yield server
 
 
 def write_run_config(path: Path, tiny_model_dir: Path, **config_overrides) -> Path:

@@ -138,6 +138,17 @@ def registry_served_by(server: MlflowServer) -> Iterator[MlflowServer]:
         _setup_stack()
 
 
+@contextmanager
+def serving(server: MlflowServer) -> Iterator[MlflowServer]:
+    """Start `server`, point MLflow and the stack at it (`registry_served_by`), stop it after."""
+    server.start()
+    try:
+        with registry_served_by(server):
+            yield server
+    finally:
+        server.stop()
+
+
 def set_aliases(server: MlflowServer, champion: str | None, previous: str | None = None) -> MlflowClient:
     """Put the registry in a known state (each test says where it starts)."""
     client = MlflowClient(server.uri)

@@ -16,7 +16,7 @@ from mlflow.exceptions import MlflowException
 
 from mbad.aliases import read_aliases
 from tests.integration.conftest import run_detox_training, write_run_config
-from tests.integration.registry import CREDENTIALS, LENIENT, MODEL, MlflowServer, registry_served_by, run_promotion
+from tests.integration.registry import CREDENTIALS, LENIENT, MODEL, MlflowServer, run_promotion, serving
 
 pytestmark = pytest.mark.integration
 
@@ -25,13 +25,8 @@ USER = "mbad-admin"
 
 @pytest.fixture(scope="module")
 def auth_server(stack, tmp_path_factory):
-    server = MlflowServer(tmp_path_factory.mktemp("mlflow-auth"), credentials=(USER, secrets.token_urlsafe(16)))
-    server.start()
-    try:
-        with registry_served_by(server):
-            yield server
-    finally:
-        server.stop()
+    with serving(MlflowServer(tmp_path_factory.mktemp("mlflow-auth"), credentials=(USER, secrets.token_urlsafe(16)))) as server:
+        yield server
 
 
 def authenticated(server: MlflowServer) -> MlflowClient:
