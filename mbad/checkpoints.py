@@ -9,6 +9,9 @@ the local directory has none, and removes the copy once the adapter is saved. It
 for one training process and for N (the processes only ever write the local file), and it
 needs nothing but a few file operations of the storage: `Storage` below, which
 `zenml.io.fileio` provides for every artifact store.
+
+    with CheckpointMirror(local_dir, remote_dir, storage):   # restore, then copy while training
+        train(..., checkpoint_dir=local_dir)                 # on success the copy is removed
 """
 
 from __future__ import annotations
@@ -96,3 +99,10 @@ class CheckpointMirror:
                 self.storage.remove(self.remote_state)
         else:
             self.sync()
+
+    def __enter__(self) -> CheckpointMirror:
+        self.restore()
+        return self.start()
+
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        self.finish(trained=exc_type is None)

@@ -33,18 +33,11 @@ def train_adapter(
     key = checkpoint_key(model, train, data_hash)
     output, checkpoints = mbad_home() / "adapters" / key, mbad_home() / "checkpoints" / key
     # The checkpoint also lives in the artifact store: a pod started over elsewhere resumes from it.
-    mirror = CheckpointMirror(checkpoints, f"{Client().active_stack.artifact_store.path}/mbad-checkpoints/{key}", fileio)
-    mirror.restore()
-    mirror.start()
-    trained = False
-    try:
+    with CheckpointMirror(checkpoints, f"{Client().active_stack.artifact_store.path}/mbad-checkpoints/{key}", fileio):
         if train.method == "dpo":
             summary = train_dpo_adapter(rows["toxic"].tolist(), rows["neutral"].tolist(), model, train, output, checkpoints)
         else:
             summary = train_lora_adapter(rows["neutral"].tolist(), model, train, output, checkpoints)
-        trained = True
-    finally:
-        mirror.finish(trained)
     if log_to_mlflow and mlflow.active_run():
         log_training(train.model_dump(), asdict(summary))
     log_metadata(metadata={"train_examples": summary.examples, "train_steps": summary.steps,
