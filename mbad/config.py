@@ -291,7 +291,10 @@ class PerspectiveJudgeConfig(StrictConfig):
     timeout_seconds: float = 30.0
     # The API key comes from this ZenML secret (key `api_key`) or `PERSPECTIVE_API_KEY`.
     secret_name: str = "perspective"
-    cache_file: str | None = None
+    cache_file: str | None = None  # the local cache; None: $MBAD_HOME/cache/perspective.sqlite
+    # Also keep the answers in the artifact store (<store>/mbad-cache/perspective/, one shard per
+    # batch of answers), so that pods, which start with empty disks, never ask twice.
+    share_cache: bool = True
 
 
 class HFJudgeConfig(StrictConfig):

@@ -42,8 +42,14 @@ def score_toxicity(
     """Each completion scored by the configured judge (the prompt is never scored); `judge` is the
     train_judge step's fitted offline judge, used for the offline backends. The `judge` column
     names the instrument: `<backend>:<identity hash>`."""
-    api_key = _perspective_key(config.perspective.secret_name) if config.backend == "perspective" else None
-    return score_frame(make_judge(config, fitted=judge, api_key=api_key), completions)
+    api_key, shared = None, None
+    if config.backend == "perspective":
+        api_key = _perspective_key(config.perspective.secret_name)
+        if config.perspective.share_cache:  # pods start with empty disks: the artifact store keeps what was asked
+            from zenml.io import fileio
+
+            shared = {"shared_dir": f"{Client().active_stack.artifact_store.path}/mbad-cache/perspective", "storage": fileio}
+    return score_frame(make_judge(config, fitted=judge, api_key=api_key, perspective_cache=shared), completions)
 
 
 @step

@@ -57,6 +57,29 @@ def test_perspective_unsupported_language_is_not_judged_not_retried_and_cached(p
     assert all(math.isnan(value) for value in again) and rerun.requests_sent == 0
 
 
+def test_perspective_cache_is_shared_by_machines_with_empty_disks(perspective_server, tmp_path):
+    """Pods in parallel, each with its own empty local cache, share one cache in the artifact store:
+    what one asked, a later pod does not ask again, and two pods' shards never overwrite each other."""
+    from zenml.io import fileio
+
+    shared = str(tmp_path / "artifact-store" / "mbad-cache" / "perspective")
+    pod = lambda name: PerspectiveJudge(API_KEY, _perspective_config(perspective_server, tmp_path / name),  # noqa: E731
+                                        shared_dir=shared, storage=fileio)
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir(), (tmp_path / "c").mkdir()
+    first, second = pod("a"), pod("b")  # started together: nothing shared yet
+    assert first.merged_shards == second.merged_shards == 0
+    assert first.score(["you idiot", "ти ідіот"], ["en", "uk"])[0] == 0.9
+    assert second.score(["hola amigo"], ["es"]) == [0.1]
+    assert len([name for name in fileio.listdir(shared) if str(name).endswith(".sqlite")]) == 2
+    assert not [name for name in fileio.listdir(shared) if "partial" in str(name)]
+
+    later = pod("c")  # rescheduled onto a new node
+    assert later.merged_shards == 2
+    scores = later.score(["you idiot", "ти ідіот", "hola amigo"], ["en", "uk", "es"])
+    assert scores[0] == 0.9 and math.isnan(scores[1]) and scores[2] == 0.1  # "not judged" is shared as such
+    assert later.requests_sent == 0 and later.share() is None  # nothing new, no empty shard
+
+
 def test_perspective_nan_survives_score_frame_and_empty_completions_stay_zero(perspective_server, tmp_path):
     judge = PerspectiveJudge(API_KEY, _perspective_config(perspective_server, tmp_path))
     completions = pd.DataFrame({"lang": ["en", "uk", "uk"], "completion": ["you idiot", "ти ідіот", "  "]})

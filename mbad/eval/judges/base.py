@@ -131,10 +131,12 @@ def state_hash(*parts: Any) -> str:
     return digest.hexdigest()
 
 
-def make_judge(config: JudgeConfig, fitted: Any = None, api_key: str | None = None) -> ToxicityJudge:
+def make_judge(config: JudgeConfig, fitted: Any = None, api_key: str | None = None,
+               perspective_cache: dict | None = None) -> ToxicityJudge:
     """Build the configured judge. `fitted` is the trained offline judge (the `train_judge` step's
     `toxicity_judge`) for the `ensemble` and `classifier` backends; a bare scikit-learn pipeline
-    (an older stored `toxicity_classifier`) is accepted for `classifier`."""
+    (an older stored `toxicity_classifier`) is accepted for `classifier`. `perspective_cache`:
+    `shared_dir` and `storage` of a cache shared between machines (see `PerspectiveJudge`)."""
     if config.backend in OFFLINE_BACKENDS:
         from mbad.eval.judges.classifier import ClassifierJudge
         from mbad.eval.judges.ensemble import EnsembleJudge
@@ -160,7 +162,7 @@ def make_judge(config: JudgeConfig, fitted: Any = None, api_key: str | None = No
                 "judge.backend=perspective needs an API key: create the ZenML secret "
                 f"'{config.perspective.secret_name}' with key api_key, or set PERSPECTIVE_API_KEY"
             )
-        return PerspectiveJudge(api_key, config.perspective)
+        return PerspectiveJudge(api_key, config.perspective, **(perspective_cache or {}))
     if config.backend == "hf":
         from mbad.eval.judges.hf import HFJudge
 

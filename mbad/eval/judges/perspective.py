@@ -6,6 +6,13 @@ nothing twice. A text in a language the attribute does not support (HTTP 400 wit
 LANGUAGE_NOT_SUPPORTED_BY_ATTRIBUTE, e.g. uk, am) is not judged: NaN, cached, not retried.
 Any other failure raises `PerspectiveError`: a failed call is never a score. The key travels
 in a request header, never in a URL, and never appears in logs or errors.
+
+The cache is a local SQLite file. With `shared_dir` (the pipeline's artifact store on Kubernetes,
+where every pod starts with an empty disk) it is also shared: at start every shard found there is
+merged into the local file, and the scores this judge obtained are written there as a new shard
+of their own (every `SHARD_EVERY` answers and at the end of each `score` call). Shards are only
+ever added, each under a new name, so pods scoring in parallel never overwrite each other; a
+score is a fact about (language, text), so merging is a union.
 """
 
 from __future__ import annotations
@@ -15,11 +22,14 @@ import json
 import logging
 import math
 import sqlite3
+import tempfile
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 from urllib.parse import urlparse
 
 from tqdm.auto import tqdm
@@ -32,6 +42,17 @@ RETRIABLE = {429, 500, 502, 503, 504}
 ATTRIBUTE = "TOXICITY"
 # The API's error reason for a language the requested attribute does not cover.
 UNSUPPORTED_LANGUAGE = "LANGUAGE_NOT_SUPPORTED_BY_ATTRIBUTE"
+SHARD_EVERY = 200  # answers between two shards written to the shared cache
+
+
+class SharedStorage(Protocol):
+    """The few file operations of a shared cache (`zenml.io.fileio` for any artifact store)."""
+
+    def exists(self, path: str) -> bool: ...
+    def listdir(self, path: str) -> list[str]: ...
+    def copy(self, src: str, dst: str, overwrite: bool = False) -> None: ...
+    def rename(self, src: str, dst: str, overwrite: bool = False) -> None: ...
+    def makedirs(self, path: str) -> None: ...
 
 
 class PerspectiveError(RuntimeError):
@@ -41,7 +62,8 @@ class PerspectiveError(RuntimeError):
 class PerspectiveJudge(JudgeIdentity):
     """Perspective API TOXICITY scores; NaN for languages the attribute does not support."""
 
-    def __init__(self, api_key: str, config: PerspectiveJudgeConfig):
+    def __init__(self, api_key: str, config: PerspectiveJudgeConfig, shared_dir: str | None = None,
+                 storage: SharedStorage | None = None):
         self._api_key = api_key
         self.config = config
         cache_file = Path(config.cache_file) if config.cache_file else mbad_home() / "cache" / "perspective.sqlite"
@@ -51,6 +73,50 @@ class PerspectiveJudge(JudgeIdentity):
         self._cache.execute("CREATE TABLE IF NOT EXISTS scores (key TEXT PRIMARY KEY, score REAL)")
         self._last_request = 0.0
         self.requests_sent = 0
+        self._shared_dir = shared_dir.rstrip("/") if shared_dir else None
+        self._storage = storage
+        self._unshared: dict[str, float | None] = {}  # answers not yet in a shard
+        if self._shared_dir:
+            if storage is None:
+                raise ValueError("a shared Perspective cache needs a storage (zenml.io.fileio)")
+            self.merged_shards = self._merge_shared()
+
+    def _merge_shared(self) -> int:
+        """Every shard of the shared cache merged into the local file; the number merged."""
+        if not self._storage.exists(self._shared_dir):
+            return 0
+        shards = sorted(name for name in self._storage.listdir(self._shared_dir) if str(name).endswith(".sqlite"))
+        with tempfile.TemporaryDirectory() as scratch:
+            for name in shards:
+                local = Path(scratch) / Path(str(name)).name
+                self._storage.copy(f"{self._shared_dir}/{Path(str(name)).name}", str(local), overwrite=True)
+                self._cache.execute("ATTACH DATABASE ? AS shard", (str(local),))
+                try:
+                    self._cache.execute("INSERT OR IGNORE INTO scores SELECT key, score FROM shard.scores")
+                    self._cache.commit()
+                finally:
+                    self._cache.execute("DETACH DATABASE shard")
+        if shards:
+            logger.info("merged %d shards of the shared Perspective cache %s", len(shards), self._shared_dir)
+        return len(shards)
+
+    def share(self) -> str | None:
+        """The answers obtained since the last shard, as a new shard in the shared cache."""
+        if not self._shared_dir or not self._unshared:
+            return None
+        name = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}.sqlite"
+        with tempfile.TemporaryDirectory() as scratch:
+            shard = Path(scratch) / name
+            with sqlite3.connect(shard) as db:
+                db.execute("CREATE TABLE scores (key TEXT PRIMARY KEY, score REAL)")
+                db.executemany("INSERT INTO scores VALUES (?, ?)", self._unshared.items())
+            db.close()
+            self._storage.makedirs(self._shared_dir)
+            partial = f"{self._shared_dir}/.{name}.partial"  # not a shard until complete
+            self._storage.copy(str(shard), partial, overwrite=True)
+            self._storage.rename(partial, f"{self._shared_dir}/{name}", overwrite=False)
+        self._unshared = {}
+        return name
 
     @property
     def identity(self) -> dict[str, str]:
@@ -75,9 +141,14 @@ class PerspectiveJudge(JudgeIdentity):
                 value = self._request(text, lang)
                 self._cache.execute("INSERT OR REPLACE INTO scores VALUES (?, ?)", (key, value))
                 self._cache.commit()
+                if self._shared_dir:
+                    self._unshared[key] = value
+                    if len(self._unshared) >= SHARD_EVERY:
+                        self.share()
             else:
                 value = row[0]
             scores.append(math.nan if value is None else float(value))
+        self.share()
         return scores
 
     def _pace(self) -> None:
