@@ -77,8 +77,8 @@ class DataConfig(StrictConfig):
     # A commit of that dataset (`huggingface_hub.dataset_info(id).sha`). Pin it wherever runs
     # must read the same rows (pipeline pods, scheduled retraining); None: the newest.
     hf_revision: str | None = None
-    # The language registry; a relative path is relative to the checkout (the image's /app on
-    # Kubernetes), so that a config written on a laptop also holds in a pipeline pod.
+    # The language registry; a relative path is relative to the code (wherever ZenML puts it in a
+    # pipeline pod), so that a config written on a laptop also holds in a pod.
     languages_file: str = "configs/languages.yaml"
     # The HF source has no split: shuffle with this seed, first `train_size` rows are train.
     split_seed: int = 42

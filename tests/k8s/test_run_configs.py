@@ -133,3 +133,37 @@ def test_pods_run_the_pipeline_image_and_install_nothing(config):
     assert docker["install_stack_requirements"] is False
     assert not docker.get("requirements") and not docker.get("required_integrations")
     assert docker["user"] == "1000"
+
+
+def test_the_documented_data_volume_mounts_read_only_into_the_load_step(render, tmp_path):
+    """docs/kubernetes.md's "Data from a volume" snippet, merged into configs/k8s/training.yaml:
+    the load_data Job mounts the overlays' claim read-only at /data and validates; no other step
+    mounts it; the claim is in every cloud overlay."""
+    import re
+
+    docs = (REPO_ROOT / "docs" / "kubernetes.md").read_text()
+    section = docs[docs.index("### Data from a volume"):]
+    snippet = yaml.safe_load(re.search(r"```yaml\n(.*?)```", section, re.S).group(1))
+    config = yaml.safe_load((REPO_ROOT / "configs" / "k8s" / "training.yaml").read_text())
+    config["steps"]["load_data"] = snippet["steps"]["load_data"]
+    config["parameters"]["config"]["data"].update(snippet["parameters"]["config"]["data"])
+    path = tmp_path / "training-data-volume.yaml"
+    path.write_text(yaml.safe_dump(config))
+
+    rendered = render("pipelines.training.detox_training", str(path))
+    for name, job in rendered["steps"].items():
+        spec = pod_spec(job)
+        claims = [v for v in spec.get("volumes", []) if "persistentVolumeClaim" in v]
+        if name == "load_data":
+            assert claims == [{"name": "data", "persistentVolumeClaim": {"claimName": "mbad-data", "readOnly": True}}]
+            mounts = spec["containers"][0]["volumeMounts"]
+            assert {"name": "data", "mountPath": "/data", "readOnly": True} in mounts
+        else:
+            assert not claims, f"{name} mounts the data volume"
+        assert_valid_and_restricted(job, name)
+
+
+def test_cloud_overlays_create_the_data_claim(overlays):
+    for overlay in ("gke", "eks", "aks"):
+        claims = [obj for obj in overlays[overlay] if obj["kind"] == "PersistentVolumeClaim"]
+        assert [claim["metadata"]["name"] for claim in claims] == ["mbad-data"], overlay
