@@ -61,9 +61,9 @@ def resolve_model_path(name_or_path: str) -> str:
         name = name_or_path[len(PACKAGED_PREFIX):]
         if name not in PACKAGED_MODELS:
             raise ValueError(f"unknown packaged model {name!r}; known: {sorted(PACKAGED_MODELS)}")
-        baked = Path(os.environ.get("MBAD_MODELS_DIR", "")) / name if os.environ.get("MBAD_MODELS_DIR") else None
-        if baked is not None and (baked / "config.json").exists():
-            return str(baked)  # unpacked ahead (the pipeline image's /opt/mbad/models)
+        baked = Path(os.environ.get("MBAD_MODELS_DIR") or mbad_home() / "models") / name
+        if (baked / "config.json").exists():
+            return str(baked)  # unpacked ahead, e.g. the pipeline image's /opt/mbad/models
         return str(unpack_packaged_gemma(mbad_home() / "models" / name))
     path = Path(name_or_path).expanduser()
     if path.exists():

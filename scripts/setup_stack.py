@@ -79,25 +79,27 @@ def tracker_configuration(client, uri: str) -> dict:
     return configuration
 
 
+def ensure_stack(client, name: str, components: dict) -> None:
+    """Register the stack `name` of these components unless it exists."""
+    try:
+        client.get_stack(name)
+    except KeyError:
+        client.create_stack(name=name, components=components)
+        print(f"registered stack '{name}'")
+
+
 def ensure_docker_stack(client) -> None:
     from zenml.enums import StackComponentType
 
     ensure_component(client, DOCKER_ORCHESTRATOR, StackComponentType.ORCHESTRATOR, "local_docker", {})
     ensure_component(client, IMAGE_BUILDER, StackComponentType.IMAGE_BUILDER, "local", {})
-    try:
-        client.get_stack(DOCKER_STACK)
-    except KeyError:
-        client.create_stack(
-            name=DOCKER_STACK,
-            components={
-                StackComponentType.ORCHESTRATOR: DOCKER_ORCHESTRATOR,
-                StackComponentType.IMAGE_BUILDER: IMAGE_BUILDER,
-                StackComponentType.ARTIFACT_STORE: "default",
-                StackComponentType.EXPERIMENT_TRACKER: TRACKER,
-                StackComponentType.MODEL_REGISTRY: REGISTRY,
-            },
-        )
-        print(f"registered stack '{DOCKER_STACK}'")
+    ensure_stack(client, DOCKER_STACK, {
+        StackComponentType.ORCHESTRATOR: DOCKER_ORCHESTRATOR,
+        StackComponentType.IMAGE_BUILDER: IMAGE_BUILDER,
+        StackComponentType.ARTIFACT_STORE: "default",
+        StackComponentType.EXPERIMENT_TRACKER: TRACKER,
+        StackComponentType.MODEL_REGISTRY: REGISTRY,
+    })
 
 
 def main() -> None:
@@ -119,19 +121,12 @@ def main() -> None:
     uri = tracking_uri()
     ensure_component(client, TRACKER, StackComponentType.EXPERIMENT_TRACKER, "mlflow", tracker_configuration(client, uri))
     ensure_component(client, REGISTRY, StackComponentType.MODEL_REGISTRY, "mlflow", {})
-    try:
-        client.get_stack(STACK)
-    except KeyError:
-        client.create_stack(
-            name=STACK,
-            components={
-                StackComponentType.ORCHESTRATOR: "default",
-                StackComponentType.ARTIFACT_STORE: "default",
-                StackComponentType.EXPERIMENT_TRACKER: TRACKER,
-                StackComponentType.MODEL_REGISTRY: REGISTRY,
-            },
-        )
-        print(f"registered stack '{STACK}'")
+    ensure_stack(client, STACK, {
+        StackComponentType.ORCHESTRATOR: "default",
+        StackComponentType.ARTIFACT_STORE: "default",
+        StackComponentType.EXPERIMENT_TRACKER: TRACKER,
+        StackComponentType.MODEL_REGISTRY: REGISTRY,
+    })
     if args.docker:
         ensure_docker_stack(client)
     if client.active_stack_model.name != STACK:

@@ -100,13 +100,12 @@ def run_config(path: Path, tiny_model_dir: Path, seed: int) -> Path:
 
 @pytest.fixture
 def docker_stack(stack):
-    """The `mbad-docker` stack (`make setup` with --docker) active for the test."""
+    """The `mbad-docker` stack registered (`make setup` with --docker); the test activates it,
+    and `mbad-local` is active again afterwards."""
     from zenml.client import Client
 
     subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "setup_stack.py"), "--docker"], check=True, env=os.environ.copy())
     client = Client()
-    client.activate_stack("mbad-docker")
-    client._active_stack = None
     try:
         yield client
     finally:
@@ -123,7 +122,7 @@ def test_training_pipeline_runs_in_containers_and_lands_in_mlflow(pipeline_image
     password = secrets.token_urlsafe(16)
     with serving(MlflowServer(tmp_path_factory.mktemp("mlflow-docker"), credentials=("mbad-admin", password))) as server:
         client = docker_stack
-        client.activate_stack("mbad-docker")  # serving() re-ran `make setup`, which activates mbad-local
+        client.activate_stack("mbad-docker")  # after serving(): it re-runs `make setup`, which activates mbad-local
         client._active_stack = None
         assert client.active_stack_model.name == "mbad-docker"
 
