@@ -274,6 +274,11 @@ class EnsembleJudgeConfig(StrictConfig):
     e5_prefix: Literal["query", "passage"] = "query"
     e5_C: float = 10.0
     use_lexicon: bool = True
+    # The removed-words member (mbad/eval/judges/spans.py) and its logistic regression's C.
+    use_spans: bool = True
+    span_C: float = Field(10.0, gt=0)
+    # Also an n-gram model and an e5 head per language seen in training, beside the pooled ones.
+    per_language_members: bool = True
     # One stacker per language seen in training (a global one for other languages).
     stack_per_language: bool = True
     stack_C: float = 1.0

@@ -17,8 +17,8 @@ from mbad.eval.judges.quality import judge_quality, plot_reliability, rank_agree
 from tests.fake_perspective import API_KEY, FakePerspective
 
 # Held-out ROC-AUC of the default judge (judge half only) as measured on the shared data; the
-# goal is 0.90 everywhere, reached in en es ru uk zh hi, not in am ar de (see the README).
-REACHED_AUC = {"am": 0.885, "ar": 0.857, "de": 0.831, "en": 0.970, "es": 0.906, "hi": 0.960, "ru": 0.922, "uk": 0.929, "zh": 0.961}
+# goal is 0.90 everywhere, reached in am en es hi ru uk zh, not in ar de (see the README).
+REACHED_AUC = {"am": 0.914, "ar": 0.864, "de": 0.862, "en": 0.977, "es": 0.916, "hi": 0.975, "ru": 0.943, "uk": 0.954, "zh": 0.976}
 
 
 @pytest.fixture(scope="session")
@@ -264,3 +264,27 @@ def test_hf_judge_with_a_tiny_local_classifier(pairs, tmp_path):
     scores = judge.score(["one", "two words", "three words here"], ["en", "en", "en"])
     assert len(scores) == 3 and all(0.0 <= s <= 1.0 for s in scores)
     assert judge.identity["backend"] == "hf" and judge.identity["model_id"] == str(model_dir)
+
+
+def test_removed_words_are_what_the_rewrite_dropped_or_replaced():
+    from mbad.eval.judges.spans import removed_words, units
+
+    assert removed_words("Was weiß dieser Vollpfosten von der DDR", "Was weiß dieser Mensch von der DDR", "de") == ["vollpfosten"]
+    assert removed_words("Die hat doch den Arsch offen.", "Die hat doch den Kopf offen.", "de") == ["arsch"]
+    assert removed_words("同样的事情", "同样的事情", "zh") == []
+    assert removed_words("你这个傻逼滚开", "你请离开", "zh") == ["这个傻逼滚"]  # characters: the run between 你 and 开
+    # Devanagari vowel signs stay inside their word: the word is removed whole, not in pieces.
+    assert removed_words("तुम बेवकूफ हो", "तुम हो", "hi") == ["बेवकूफ"]
+    assert units("A b cd", "en") == ["cd"] and units("傻逼", "zh") == ["傻", "逼", "傻逼"]
+
+
+def test_span_member_scores_a_sentence_as_its_most_toxic_word():
+    from mbad.eval.judges.spans import span_logits, train_span_model
+
+    toxic = ["you idiot go away", "shut up idiot", "what a moron you are", "moron stop it"] * 3
+    neutral = ["you go away", "please be quiet", "what a person you are", "stop it"] * 3
+    model = train_span_model(toxic, neutral, ["en"] * len(toxic), C=10.0, seed=0)
+    logits = span_logits(model, ["a calm day", "a calm day idiot", "", "moron"], ["en"] * 4)
+    assert logits[1] > logits[0] and logits[3] > logits[0] and len(logits) == 4
+    with pytest.raises(ValueError, match="removed"):
+        train_span_model(["same"], ["same"], ["en"], C=1.0, seed=0)

