@@ -30,8 +30,9 @@ from mbad.data import load_pairs, select  # noqa: E402
 from mbad.generation import build_prompts  # noqa: E402
 
 QUICKSTART = REPO_ROOT / "configs" / "quickstart.yaml"
-SECTIONS = ("judge", "generation", "training", "dpo", "zenml")
-GOALS = {"generation_speedup_vs_seed_loop": ">= 10x", "train_speedup_vs_trl": ">= 1.0x", "dpo_speedup_vs_trl": ">= 1.5x",
+SECTIONS = ("judge", "generation", "roofline", "training", "dpo", "zenml")
+GOALS = {"generation_speedup_vs_seed_loop": ">= 10x", "generation_roofline_share": ">= 50 %",
+         "train_speedup_vs_trl": ">= 1.0x", "dpo_speedup_vs_trl": ">= 1.5x",
          "zenml_overhead": "<= 10 %", "judge_texts_per_s": ">= 50"}
 
 
@@ -115,6 +116,8 @@ def run(settings: BenchSettings, sections: tuple[str, ...], home: Path) -> dict:
         config = GenerationConfig(max_new_tokens=settings.new_tokens, batch_size=settings.generation_batch_size)
         prompts = build_prompts(test["toxic"].tolist(), config.prompt_template)
         results["generation"] = measure.measure_generation(load_base_model(model), prompts, config, settings.seed_loop_prompts)
+    if "roofline" in sections:
+        results["roofline"] = measure.measure_roofline(model.name_or_path, settings.generation_batch_size)
     if "training" in sections:
         texts = select(pairs, "train", ["en"], max_per_language=settings.train_examples)["neutral"].tolist()
         config = TrainConfig(epochs=settings.train_epochs, batch_size=settings.train_batch_size, checkpoint_every=0)
@@ -130,12 +133,20 @@ def run(settings: BenchSettings, sections: tuple[str, ...], home: Path) -> dict:
     results["machine_after"] = {"load_average_1min": round(os.getloadavg()[0], 2)}
     results["figures"] = {
         "generation_speedup_vs_seed_loop": results.get("generation", {}).get("speedup"),
+        "generation_roofline_share": roofline_share(results.get("generation"), results.get("roofline")),
         "train_speedup_vs_trl": results.get("training", {}).get("speedup"),
         "dpo_speedup_vs_trl": results.get("dpo", {}).get("speedup"),
         "zenml_overhead": results.get("zenml", {}).get("overhead"),
         "judge_texts_per_s": results.get("judge", {}).get("texts_per_s"),
     }
     return results
+
+
+def roofline_share(generation: dict | None, roofline: dict | None) -> float | None:
+    """Our generator's tokens/s over what the machine's GEMM rate allows at the same batch size."""
+    if not generation or not roofline:
+        return None
+    return generation["ours_tokens_per_s"] / roofline["tokens_per_s"]
 
 
 def markdown_table(results: dict) -> str:
@@ -151,6 +162,12 @@ def markdown_table(results: dict) -> str:
                      f"one prompt at a time (best of {generation.get('repeats', 1)}; {generation['prompts']} prompts, "
                      f"loop on {generation['seed_loop_prompts']}, "
                      f"{generation['max_new_tokens']} new tokens, batch {generation['batch_size']})"))
+    roofline = results.get("roofline")
+    if roofline and figures.get("generation_roofline_share") is not None:
+        rows.append(("generation_roofline_share", f"{100 * figures['generation_roofline_share']:.0f} %",
+                     f"{generation['ours_tokens_per_s']:.1f} of {roofline['tokens_per_s']:.0f} tokens/s that the decoding step's "
+                     f"GEMMs allow at {roofline['gflop_per_s']:.0f} GFLOP/s ({roofline['dtype']}, batch {roofline['batch_size']}, "
+                     f"{roofline['threads']} threads, {roofline['gflop_per_token']:.2f} GFLOP a token)"))
     if training:
         ours, trl = training["ours"], training["trl"]
         rows.append(("train_speedup_vs_trl", f"{figures['train_speedup_vs_trl']:.2f}x",

@@ -376,3 +376,52 @@ def measure_judge(pairs, repeats: int, languages: tuple[str, ...] | None = None,
     return {"backend": config.backend, "judge": judge.name, "threads": config.ensemble.num_threads,
             "texts": min(texts_per_repeat, len(texts)), "languages": sorted(set(langs)), "repeats": repeats,
             "texts_per_s": sorted(rates)[len(rates) // 2]}
+
+
+# --- roofline ------------------------------------------------------------------------------
+
+
+def decode_gemm_shapes(model_config) -> list[tuple[str, int, int, int]]:
+    """The matrix products of one decoding step per sequence, from an HF decoder config:
+    (name, in_features, out_features, count per token). Attention over the cache, norms and
+    sampling are left out: they are not GEMMs, so the roofline is an upper bound."""
+    hidden, layers = model_config.hidden_size, model_config.num_hidden_layers
+    head_dim = getattr(model_config, "head_dim", None) or hidden // model_config.num_attention_heads
+    query, key_value = model_config.num_attention_heads * head_dim, model_config.num_key_value_heads * head_dim
+    return [
+        ("q_proj", hidden, query, layers), ("k_proj", hidden, key_value, layers), ("v_proj", hidden, key_value, layers),
+        ("o_proj", query, hidden, layers), ("gate_proj", hidden, model_config.intermediate_size, layers),
+        ("up_proj", hidden, model_config.intermediate_size, layers), ("down_proj", model_config.intermediate_size, hidden, layers),
+        ("lm_head", hidden, model_config.vocab_size, 1),
+    ]
+
+
+def measure_roofline(model_path: str, batch_size: int, dtype: torch.dtype = torch.float32, repeats: int = 5) -> dict:
+    """The machine's matmul roofline at a decoding step's shapes: each of the model's GEMMs as
+    `torch.nn.functional.linear` on `batch_size` rows (the generator's batch, one new token per
+    sequence), timed best of `repeats`, on this process's threads. Returns the achieved GFLOP/s
+    over the whole step and the tokens/s that rate would allow (FLOPs per token / rate)."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model_path)
+    config = getattr(config, "text_config", config)
+    shapes = decode_gemm_shapes(config)
+    generator = torch.Generator().manual_seed(0)
+    seconds_per_step, flops_per_token, by_shape = 0.0, 0, {}
+    with torch.inference_mode():
+        for name, n_in, n_out, count in shapes:
+            weight = torch.randn(n_out, n_in, generator=generator, dtype=torch.float32).to(dtype)
+            rows = torch.randn(batch_size, n_in, generator=generator, dtype=torch.float32).to(dtype)
+            torch.nn.functional.linear(rows, weight)  # warm-up
+            best = math.inf
+            for _ in range(repeats):
+                started = time.perf_counter()
+                torch.nn.functional.linear(rows, weight)
+                best = min(best, time.perf_counter() - started)
+            seconds_per_step += best * count
+            flops_per_token += 2 * n_in * n_out * count
+            by_shape[name] = {"in": n_in, "out": n_out, "count": count, "gflop_per_s": 2 * n_in * n_out * batch_size / best / 1e9}
+    gflop_per_s = flops_per_token * batch_size / seconds_per_step / 1e9
+    return {"batch_size": batch_size, "dtype": str(dtype).removeprefix("torch."), "threads": torch.get_num_threads(),
+            "repeats": repeats, "gflop_per_token": flops_per_token / 1e9, "gflop_per_s": gflop_per_s,
+            "tokens_per_s": batch_size / seconds_per_step, "by_shape": by_shape}

@@ -96,15 +96,16 @@ def test_zenml_overhead_times_the_quickstart_pipeline_itself(monkeypatch):
 
 
 @pytest.mark.integration
-def test_quick_bench_reports_all_five_figures(tmp_path):
+def test_quick_bench_reports_all_six_figures(tmp_path):
     output = tmp_path / "latest.json"
     environment = {**os.environ, "MBAD_HOME": str(tmp_path / "home"), "TQDM_DISABLE": "1"}
     completed = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "bench.py"), "--quick", "--output", str(output)],
                                env=environment, capture_output=True, text=True, timeout=900)
     assert completed.returncode == 0, completed.stderr[-3000:]
     results = json.loads(output.read_text())
-    assert set(results["figures"]) == {"generation_speedup_vs_seed_loop", "train_speedup_vs_trl", "dpo_speedup_vs_trl",
-                                       "zenml_overhead", "judge_texts_per_s"}
+    assert set(results["figures"]) == {"generation_speedup_vs_seed_loop", "generation_roofline_share", "train_speedup_vs_trl",
+                                       "dpo_speedup_vs_trl", "zenml_overhead", "judge_texts_per_s"}
+    assert 0 < results["figures"]["generation_roofline_share"] and results["roofline"]["batch_size"] == 4
     assert results["dpo"]["trl"]["steps"] == results["dpo"]["ours"]["steps"] > 0  # the same batches on both sides
     assert all(isinstance(value, float) for value in results["figures"].values())
     assert results["training"]["ours"]["peak_memory_mb"] > 0 and results["training"]["trl"]["tokens"] > 0
@@ -113,3 +114,30 @@ def test_quick_bench_reports_all_five_figures(tmp_path):
     assert {side: len(seconds) for side, seconds in results["zenml"]["all_seconds"].items()} == {"direct": 2, "zenml": 2}
     assert results["zenml"]["zenml_seconds"] == min(results["zenml"]["all_seconds"]["zenml"])
     assert not (tmp_path / "home" / "zenml").exists()  # the bench's ZenML store is its own, never MBAD_HOME's
+
+
+def test_the_roofline_counts_a_decoding_steps_gemms_as_gemma_3_270m_has_them():
+    from transformers import Gemma3TextConfig
+
+    from benchmarks.sections import decode_gemm_shapes
+
+    gemma_270m = Gemma3TextConfig(hidden_size=640, intermediate_size=2048, num_hidden_layers=18, num_attention_heads=4,
+                                  num_key_value_heads=1, head_dim=256, vocab_size=262144)
+    shapes = {name: (n_in, n_out, count) for name, n_in, n_out, count in decode_gemm_shapes(gemma_270m)}
+    assert shapes["q_proj"] == (640, 1024, 18) and shapes["k_proj"] == (640, 256, 18) and shapes["down_proj"] == (2048, 640, 18)
+    assert shapes["lm_head"] == (640, 262144, 1)
+    # ~0.54 GFLOP a generated token, two thirds of it in the 262k-token output layer.
+    flops = sum(2 * n_in * n_out * count for n_in, n_out, count in shapes.values())
+    assert 0.53e9 < flops < 0.54e9 and 2 * 640 * 262144 / flops > 0.6
+
+
+def test_the_roofline_times_each_gemm_and_sums_the_step(tmp_path):
+    from benchmarks.sections import measure_roofline
+    from mbad.tiny import build_tiny_causal_lm
+
+    tiny = build_tiny_causal_lm(tmp_path / "tiny", ["a tiny corpus for a tiny tokenizer", "another sentence"])
+    roofline = measure_roofline(str(tiny), batch_size=4, repeats=2)
+    steps = roofline["by_shape"]
+    assert {"q_proj", "lm_head"} <= set(steps) and all(step["gflop_per_s"] > 0 for step in steps.values())
+    # tokens/s and GFLOP/s describe the same step: rate = tokens/s x FLOPs per token.
+    assert roofline["gflop_per_s"] == pytest.approx(roofline["tokens_per_s"] * roofline["gflop_per_token"], rel=1e-6)
