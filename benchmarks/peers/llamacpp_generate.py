@@ -43,9 +43,12 @@ def main() -> None:
         with ThreadPoolExecutor(max_workers=request["parallel"]) as pool:
             answers = list(pool.map(complete, enumerate(request["prompts"])))
         best = min(best, time.perf_counter() - started)
-    tokens = sum(answer["usage"]["completion_tokens"] if "usage" in answer else answer["tokens_predicted"] for answer in answers)
+    failed = [answer for answer in answers if "usage" not in answer or not answer.get("choices")]
+    if failed:
+        raise SystemExit(f"llama.cpp answered {len(failed)} of {len(answers)} prompts without a completion: {failed[0]}")
+    tokens = sum(answer["usage"]["completion_tokens"] for answer in answers)
     json.dump({"seconds": best, "tokens": tokens, "tokens_per_s": tokens / best, "repeats": request["repeats"],
-               "xllamacpp": xllamacpp.__version__, "completions": [answer.get("content", "") for answer in answers]}, sys.stdout)
+               "xllamacpp": xllamacpp.__version__, "completions": [answer["choices"][0]["text"] for answer in answers]}, sys.stdout)
 
 
 if __name__ == "__main__":

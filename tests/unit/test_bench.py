@@ -96,15 +96,19 @@ def test_zenml_overhead_times_the_quickstart_pipeline_itself(monkeypatch):
 
 
 @pytest.mark.integration
-def test_quick_bench_reports_all_six_figures(tmp_path):
+def test_quick_bench_reports_all_seven_figures(tmp_path):
     output = tmp_path / "latest.json"
     environment = {**os.environ, "MBAD_HOME": str(tmp_path / "home"), "TQDM_DISABLE": "1"}
     completed = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "bench.py"), "--quick", "--output", str(output)],
-                               env=environment, capture_output=True, text=True, timeout=900)
+                               env=environment, capture_output=True, text=True, timeout=1500)
     assert completed.returncode == 0, completed.stderr[-3000:]
     results = json.loads(output.read_text())
-    assert set(results["figures"]) == {"generation_speedup_vs_seed_loop", "generation_roofline_share", "train_speedup_vs_trl",
-                                       "dpo_speedup_vs_trl", "zenml_overhead", "judge_texts_per_s"}
+    assert set(results["figures"]) == {"generation_speedup_vs_seed_loop", "generation_roofline_share", "generation_vs_llamacpp",
+                                       "train_speedup_vs_trl", "dpo_speedup_vs_trl", "zenml_overhead", "judge_texts_per_s"}
+    # llama.cpp ran in its own environment on the same prompts and new tokens: every token counted.
+    assert results["llamacpp"]["tokens"] == results["llamacpp"]["prompts"] * results["generation"]["max_new_tokens"]
+    assert all(completion.strip() for completion in results["llamacpp"]["completions"])
+    assert (tmp_path / "home" / "bench-peers" / "llamacpp" / ".installed").exists()
     assert 0 < results["figures"]["generation_roofline_share"] and results["roofline"]["batch_size"] == 4
     assert results["dpo"]["trl"]["steps"] == results["dpo"]["ours"]["steps"] > 0  # the same batches on both sides
     assert all(isinstance(value, float) for value in results["figures"].values())
