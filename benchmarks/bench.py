@@ -1,4 +1,4 @@
-"""`make bench`: generation, training, ZenML overhead and judge throughput, side by side.
+"""`make bench`: generation (vs the seed loop, llama.cpp and the GEMM roofline), training, ZenML overhead and judge throughput.
 
     python benchmarks/bench.py            # gemma-3-270m, the quickstart's data (< 30 min on 2 cores)
     python benchmarks/bench.py --quick    # a tiny Gemma 3 built from a config: checks the machinery
