@@ -110,21 +110,19 @@ def run(settings: BenchSettings, sections: tuple[str, ...], home: Path) -> dict:
     results: dict = {"machine": measure.machine_description(), "model": model.name_or_path}
     if "judge" in sections:
         results["judge"] = measure.measure_judge(pairs, settings.judge_repeats, settings.languages)
+    # One set of prompts and sampling settings for every generator compared.
+    test = select(pairs, "test", list(settings.languages), max_per_language=settings.prompts_per_language)
+    generation = GenerationConfig(max_new_tokens=settings.new_tokens, batch_size=settings.generation_batch_size)
+    prompts = build_prompts(test["toxic"].tolist(), generation.prompt_template)
     if "generation" in sections:
         from mbad.models import load_base_model
 
-        test = select(pairs, "test", list(settings.languages), max_per_language=settings.prompts_per_language)
-        config = GenerationConfig(max_new_tokens=settings.new_tokens, batch_size=settings.generation_batch_size)
-        prompts = build_prompts(test["toxic"].tolist(), config.prompt_template)
-        results["generation"] = measure.measure_generation(load_base_model(model), prompts, config, settings.seed_loop_prompts)
+        results["generation"] = measure.measure_generation(load_base_model(model), prompts, generation, settings.seed_loop_prompts)
     if "roofline" in sections:
         results["roofline"] = measure.measure_roofline(model.name_or_path, settings.generation_batch_size)
     if "llamacpp" in sections:
         # The packaged model's own GGUF: on the quick bench's tiny model too (its ratio then compares two models).
-        test = select(pairs, "test", list(settings.languages), max_per_language=settings.prompts_per_language)
-        config = GenerationConfig(max_new_tokens=settings.new_tokens, batch_size=settings.generation_batch_size)
-        results["llamacpp"] = measure.measure_llamacpp(build_prompts(test["toxic"].tolist(), config.prompt_template), config,
-                                                       peers, home)
+        results["llamacpp"] = measure.measure_llamacpp(prompts, generation, peers, home)
     if "training" in sections:
         texts = select(pairs, "train", ["en"], max_per_language=settings.train_examples)["neutral"].tolist()
         config = TrainConfig(epochs=settings.train_epochs, batch_size=settings.train_batch_size, checkpoint_every=0)
@@ -140,7 +138,8 @@ def run(settings: BenchSettings, sections: tuple[str, ...], home: Path) -> dict:
     results["machine_after"] = {"load_average_1min": round(os.getloadavg()[0], 2)}
     results["figures"] = {
         "generation_speedup_vs_seed_loop": results.get("generation", {}).get("speedup"),
-        "generation_roofline_share": roofline_share(results.get("generation"), results.get("roofline")),
+        "generation_roofline_share": ratio(results.get("generation", {}).get("ours_tokens_per_s"),
+                                           results.get("roofline", {}).get("tokens_per_s")),
         "generation_vs_llamacpp": ratio(results.get("generation", {}).get("ours_tokens_per_s"),
                                         results.get("llamacpp", {}).get("tokens_per_s")),
         "train_speedup_vs_trl": results.get("training", {}).get("speedup"),
@@ -152,14 +151,8 @@ def run(settings: BenchSettings, sections: tuple[str, ...], home: Path) -> dict:
 
 
 def ratio(ours: float | None, theirs: float | None) -> float | None:
+    """Our tokens/s over another's (a peer's, or what the machine's GEMM rate allows); None when a side did not run."""
     return ours / theirs if ours and theirs else None
-
-
-def roofline_share(generation: dict | None, roofline: dict | None) -> float | None:
-    """Our generator's tokens/s over what the machine's GEMM rate allows at the same batch size."""
-    if not generation or not roofline:
-        return None
-    return generation["ours_tokens_per_s"] / roofline["tokens_per_s"]
 
 
 def markdown_table(results: dict) -> str:
