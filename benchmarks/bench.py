@@ -180,7 +180,10 @@ def markdown_table(results: dict) -> str:
                      f"{generation['ours_tokens_per_s']:.1f} vs {llamacpp['tokens_per_s']:.1f} tokens/s "
                      f"(xllamacpp {llamacpp['xllamacpp']}, the packaged Q4_K_M GGUF, {llamacpp['parallel']} parallel slots, "
                      f"{llamacpp['threads']} threads, best of "
-                     f"{llamacpp['repeats']}; same prompts, sampling and new tokens)"))
+                     f"{llamacpp['repeats']}; same prompts, sampling and new tokens)"
+                     + (f"; with `generation.dtype: bfloat16` {generation['ours_bfloat16_tokens_per_s']:.1f} tokens/s, "
+                        f"{ratio(generation['ours_bfloat16_tokens_per_s'], llamacpp['tokens_per_s']):.2f}x"
+                        if generation.get("ours_bfloat16_tokens_per_s") else "")))
     if training:
         ours, trl = training["ours"], training["trl"]
         rows.append(("train_speedup_vs_trl", f"{figures['train_speedup_vs_trl']:.2f}x",

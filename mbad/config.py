@@ -222,6 +222,10 @@ class GenerationConfig(StrictConfig):
     batch_size: int = 16
     max_prompts_per_language: int | None = None
     seed: int = 42
+    # The dtype completions are sampled in: `model` (the loaded model's: float32 on CPU), or
+    # `bfloat16`, about 2.2x faster on CPUs with AVX512-BF16 for gemma-3-270m, whose completions
+    # stay within float32's intervals (README) but are not float32's completions token for token.
+    dtype: Literal["model", "float32", "bfloat16"] = "model"
 
     @field_validator("prompt_template")
     @classmethod

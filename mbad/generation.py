@@ -5,6 +5,8 @@ Only the completion is returned (and later scored), never the prompt.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import hashlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -198,6 +200,7 @@ def generate_completions(
         raise ValueError(f"{len(prompts)} prompts but {len(keys)} prompt keys")
     sampler = TopKTopPSampler(config.temperature, config.top_k, config.top_p) if config.temperature > 0 else None
     generate = _generate_seq2seq if loaded.is_seq2seq else _decode
+    loaded = in_dtype(loaded, config.dtype)
     with weight_major_output_layer(loaded.model), tqdm(total=len(prompts), desc=desc, unit="prompt", leave=False) as progress:
         for start in range(0, len(order), config.batch_size):
             batch_ids = order[start:start + config.batch_size]
@@ -211,6 +214,14 @@ def generate_completions(
                 completions[batch_ids[row // config.num_samples]].append(text.strip())
             progress.update(len(batch_ids))
     return completions
+
+
+def in_dtype(loaded: LoadedModel, dtype: str) -> LoadedModel:
+    """`loaded` itself for `model` or its own dtype; else a copy of the model (adapter included) in
+    `dtype`: the caller's model keeps its weights, as a cast there and back would round them."""
+    if dtype == "model" or getattr(torch, dtype) == loaded.model.dtype:
+        return loaded
+    return dataclasses.replace(loaded, model=copy.deepcopy(loaded.model).to(getattr(torch, dtype)).eval())
 
 
 def generate_for_targets(

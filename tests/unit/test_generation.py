@@ -7,7 +7,7 @@ import torch
 
 from mbad.config import GenerationConfig, ModelConfig, TrainConfig
 from mbad.data import select
-from mbad.generation import TopKTopPSampler, generate_completions, generate_for_targets, stream_uniforms
+from mbad.generation import TopKTopPSampler, generate_completions, generate_for_targets, in_dtype, stream_uniforms
 from mbad.models import load_base_model
 from mbad.training import load_adapter, train_lora_adapter
 
@@ -66,3 +66,27 @@ def test_base_and_fine_tuned_models_share_random_streams(loaded, tiny_model_dir,
     # Unpaired (another seed for the tuned model) they would not.
     unpaired = generate_completions(loaded, prompts, config.model_copy(update={"seed": 10}))
     assert sum(a == b for prompt_a, prompt_b in zip(base, unpaired) for a, b in zip(prompt_a, prompt_b)) < same
+
+
+def test_bfloat16_generation_samples_a_copy_and_leaves_the_callers_model_alone(loaded, tiny_model_dir, pairs, tmp_path):
+    weights = {name: value.clone() for name, value in loaded.model.state_dict().items()}
+    prompts = select(pairs, "test", ["en", "ru"], max_per_language=4)
+    config = GenerationConfig(max_new_tokens=8, num_samples=2, batch_size=8, temperature=1.0, top_k=0, top_p=1.0, seed=5)
+    as_loaded = generate_for_targets(loaded, prompts, config)
+    bf16 = generate_for_targets(loaded, prompts, config.model_copy(update={"dtype": "bfloat16"}))
+    assert len(bf16) == len(as_loaded) == 16 and bf16["completion"].str.len().gt(0).all()
+    assert bf16[["pair_id", "sample"]].equals(as_loaded[["pair_id", "sample"]])
+    # The caller's float32 model is untouched: same dtype, same weights, same completions again.
+    assert loaded.model.dtype == torch.float32
+    assert all(torch.equal(value, weights[name]) for name, value in loaded.model.state_dict().items())
+    assert generate_for_targets(loaded, prompts, config)["completion"].tolist() == as_loaded["completion"].tolist()
+    assert generate_for_targets(loaded, prompts, config.model_copy(update={"dtype": "float32"})).equals(as_loaded)
+    # A fine-tuned model (base + LoRA adapter) is copied with its adapter.
+    texts = select(pairs, "train", ["en"], max_per_language=4, role="adapter")["neutral"].tolist()
+    train_lora_adapter(texts, ModelConfig(name_or_path=str(tiny_model_dir)), TrainConfig(epochs=1, batch_size=4, checkpoint_every=0),
+                       tmp_path / "adapter")
+    tuned = load_adapter(load_base_model(ModelConfig(name_or_path=str(tiny_model_dir))), tmp_path / "adapter")
+    tuned_bf16 = in_dtype(tuned, "bfloat16")
+    assert tuned_bf16.model.dtype == torch.bfloat16 and tuned.model.dtype == torch.float32
+    assert any("lora_" in name for name, _ in tuned_bf16.model.named_parameters())
+    assert len(generate_for_targets(tuned, prompts, config.model_copy(update={"dtype": "bfloat16"}))) == 16
