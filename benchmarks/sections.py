@@ -23,7 +23,7 @@ import torch
 
 from mbad.config import REPO_ROOT, DetoxConfig, GenerationConfig, ModelConfig, TrainConfig
 from mbad.generation import generate_completions
-from mbad.models import LoadedModel, load_base_model
+from mbad.models import LoadedModel, load_base_model, native_bfloat16
 
 
 def machine_description() -> dict:
@@ -102,7 +102,7 @@ def measure_generation(
         loop = min(loop, time.perf_counter() - started)
     ours_rate, loop_rate = len(prompts) * config.max_new_tokens / ours, len(subset) * config.max_new_tokens / loop
     bf16_rate = None
-    if loaded.device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()):
+    if loaded.device.type == "cpu" and native_bfloat16():
         # `generation.dtype: bfloat16` (not the default: float32 keeps completions bit-identical across machines).
         bf16 = config.model_copy(update={"dtype": "bfloat16"})
         generate_completions(loaded, prompts[:1], bf16.model_copy(update={"max_new_tokens": 2}))  # warm-up

@@ -49,6 +49,12 @@ def pick_device(preference: str = "auto") -> torch.device:
     return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
 
 
+def native_bfloat16() -> bool:
+    """Whether this CPU does bfloat16 arithmetic natively (AVX512-BF16 or AMX): then bfloat16
+    matrix products are about twice as fast as float32 ones, elsewhere several times slower."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def pick_dtype(name: str, device: torch.device) -> torch.dtype:
     if name == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32

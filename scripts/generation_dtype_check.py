@@ -23,9 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mbad.config import DataConfig, GenerationConfig, JudgeConfig, ModelConfig  # noqa: E402
 from mbad.data import load_pairs, select  # noqa: E402
+from mbad.eval.compare import FIGURES, clusters_for, paired_estimates  # noqa: E402
 from mbad.eval.judges import score_frame, train_offline_judge  # noqa: E402
 from mbad.eval.probes.fluency import completion_nll  # noqa: E402
-from mbad.eval.stats import BootstrapConfig, paired_ratio_bootstrap  # noqa: E402
 from mbad.generation import generate_for_targets  # noqa: E402
 from mbad.models import load_base_model  # noqa: E402
 
@@ -40,23 +40,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def per_prompt(frame: pd.DataFrame, value: str, weight: str | None) -> pd.DataFrame:
-    """Sum of `value` and of `weight` (or the sample count) per (lang, pair_id)."""
-    grouped = frame.groupby(["lang", "pair_id"], sort=True)
-    return pd.DataFrame({"num": grouped[value].sum(), "den": grouped[weight].sum() if weight else grouped.size()})
+FIGURES_SHOWN = {"toxicity_mean": "toxicity", "fluency_perplexity": "fluency perplexity"}
 
 
-def compare(fp32: pd.DataFrame, bf16: pd.DataFrame, transform: str, name: str) -> list[dict]:
+def dtype_table(estimates: pd.DataFrame) -> pd.DataFrame:
+    """float32 as `base` and bfloat16 as `tuned` of `paired_estimates`: per figure and language,
+    float32's value and interval, bfloat16's value, whether it lies inside, and the paired difference."""
     rows = []
-    for lang in sorted(set(fp32.index.get_level_values("lang"))):
-        a, b = fp32.loc[lang], bf16.loc[lang].reindex(fp32.loc[lang].index)
-        estimate = paired_ratio_bootstrap(a["num"], a["den"], b["num"], b["den"], transform, BootstrapConfig(), (name, lang))
-        inside = estimate.base.low <= estimate.tuned.value <= estimate.base.high
-        rows.append({"figure": name, "lang": lang, "n prompts": estimate.n,
-                     "float32 [95% CI]": f"{estimate.base.value:.3f} [{estimate.base.low:.3f}, {estimate.base.high:.3f}]",
-                     "bfloat16": f"{estimate.tuned.value:.3f}", "inside": "yes" if inside else "NO",
-                     "bf16 - fp32 [95% CI]": f"{estimate.diff.value:+.3f} [{estimate.diff.low:+.3f}, {estimate.diff.high:+.3f}]"})
-    return rows
+    for row in estimates[estimates["metric"].isin(FIGURES_SHOWN)].itertuples(index=False):
+        rows.append({"figure": FIGURES_SHOWN[row.metric], "lang": row.target, "n prompts": row.n,
+                     "float32 [95% CI]": f"{row.base:.3f} [{row.base_low:.3f}, {row.base_high:.3f}]",
+                     "bfloat16": f"{row.tuned:.3f}", "inside": "yes" if row.base_low <= row.tuned <= row.base_high else "NO",
+                     "bf16 - fp32 [95% CI]": f"{row.diff:+.3f} [{row.diff_low:+.3f}, {row.diff_high:+.3f}]"})
+    return pd.DataFrame(rows)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -72,13 +68,12 @@ def main(argv: list[str] | None = None) -> None:
         completions[dtype] = generate_for_targets(loaded, prompts, config.model_copy(update={"dtype": dtype}), desc=f"generate ({dtype})")
         rates[dtype] = tokens / (time.perf_counter() - started)
     same = float(np.mean(completions["float32"]["completion"].to_numpy() == completions["bfloat16"]["completion"].to_numpy()))
-    judge = train_offline_judge(pairs, JudgeConfig())
-    rows = []
-    toxicity = {dtype: per_prompt(score_frame(judge, frame), "score", None) for dtype, frame in completions.items()}
-    rows += compare(toxicity["float32"], toxicity["bfloat16"], "mean", "toxicity")
-    fluency = {dtype: per_prompt(completion_nll(loaded, frame, batch_size=16), "value", "weight") for dtype, frame in completions.items()}
-    rows += compare(fluency["float32"], fluency["bfloat16"], "exp", "fluency perplexity")
-    table = pd.DataFrame(rows)
+    judge_config = JudgeConfig()
+    judge = train_offline_judge(pairs, judge_config)
+    clusters = {dtype: clusters_for(score_frame(judge, frame), judge_config.threshold,
+                                    fluency=completion_nll(loaded, frame, batch_size=16))
+                for dtype, frame in completions.items()}
+    table = dtype_table(paired_estimates(clusters["float32"], clusters["bfloat16"], FIGURES))
     print("| " + " | ".join(table.columns) + " |\n|" + "---|" * len(table.columns))
     for row in table.itertuples(index=False):
         print("| " + " | ".join(str(value) for value in row) + " |")

