@@ -6,7 +6,6 @@ the ratio, not the absolute time, carries the result (shared machines are noisy)
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import os
@@ -25,6 +24,7 @@ import torch
 from mbad.config import REPO_ROOT, DetoxConfig, GenerationConfig, LoraSettings, ModelConfig, TrainConfig
 from mbad.generation import generate_completions
 from mbad.models import LoadedModel, load_base_model, native_bfloat16
+from mbad.training import peft_lora_config
 
 
 def machine_description() -> dict:
@@ -106,13 +106,8 @@ def measure_generation(
     if loaded.device.type == "cpu" and native_bfloat16():
         # `generation.dtype: bfloat16` (not the default: float32 keeps completions bit-identical across machines).
         bf16 = config.model_copy(update={"dtype": "bfloat16"})
-        generate_completions(loaded, prompts[:1], bf16.model_copy(update={"max_new_tokens": 2}))  # warm-up
-        seconds = math.inf
-        for _ in range(repeats):
-            started = time.perf_counter()
-            generate_completions(loaded, prompts, bf16, desc="bench: batched, bfloat16")
-            seconds = min(seconds, time.perf_counter() - started)
-        bf16_rate = len(prompts) * config.max_new_tokens / seconds
+        bf16_rate = len(prompts) * config.max_new_tokens / best_generation_seconds(loaded, prompts, bf16, repeats,
+                                                                                   "bench: batched, bfloat16")
     return {
         "prompts": len(prompts), "seed_loop_prompts": len(subset), "max_new_tokens": config.max_new_tokens,
         "batch_size": config.batch_size, "repeats": repeats,
@@ -126,45 +121,56 @@ def measure_generation(
 def write_bench_adapter(loaded: LoadedModel, lora: LoraSettings, directory: Path, seed: int = 0) -> Path:
     """A LoRA adapter of the pipeline's shape (rank, alpha, target modules) saved with peft, both
     factors random: the compute of a trained adapter without its training. The caller's model
-    is left without it."""
-    from peft import LoraConfig, get_peft_model
+    is left without it (peft's `unload`: its own layers back in place, same weights)."""
+    from peft import get_peft_model
 
     torch.manual_seed(seed)
-    model = get_peft_model(copy.deepcopy(loaded.model), LoraConfig(
-        r=lora.r, lora_alpha=lora.alpha, lora_dropout=0.0, target_modules=lora.target_modules, task_type="CAUSAL_LM"))
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if "lora_B" in name:
-                parameter.normal_(std=0.02)
-    model.save_pretrained(directory)
+    model = get_peft_model(loaded.model, peft_lora_config(lora))
+    try:
+        with torch.no_grad():
+            for name, parameter in model.named_parameters():
+                if "lora_B" in name:
+                    parameter.normal_(std=0.02)
+        model.save_pretrained(directory)
+    finally:
+        model.unload()  # the LoRA layers out again, the base layers back in place
     return directory
+
+
+def best_generation_seconds(loaded: LoadedModel, prompts: list[str], config: GenerationConfig, repeats: int, desc: str) -> float:
+    """The fastest of `repeats` batched generations of `prompts`, after a two-token warm-up."""
+    generate_completions(loaded, prompts[:1], config.model_copy(update={"max_new_tokens": 2}))
+    seconds = math.inf
+    for _ in range(repeats):
+        started = time.perf_counter()
+        generate_completions(loaded, prompts, config, desc=desc)
+        seconds = min(seconds, time.perf_counter() - started)
+    return seconds
 
 
 def measure_generation_with_adapter(loaded: LoadedModel, adapter_dir: Path, prompts: list[str], config: GenerationConfig,
                                     repeats: int = 2) -> dict:
     """Our batched generator with the LoRA adapter applied as the pipeline evaluates one (peft,
-    unmerged), on the same prompts, sampling settings and new tokens; best of `repeats`."""
+    unmerged), on the same prompts, sampling settings and new tokens; best of `repeats`. The
+    caller's model is left without the adapter."""
     from mbad.training import load_adapter
 
-    with_adapter = load_adapter(LoadedModel(copy.deepcopy(loaded.model), loaded.tokenizer, loaded.device, loaded.is_seq2seq),
-                                adapter_dir)
-    rates = {}
-    dtypes = ("float32", "bfloat16") if loaded.device.type == "cpu" and native_bfloat16() else ("float32",)
-    for dtype in dtypes:
-        dtyped = config.model_copy(update={"dtype": dtype})
-        generate_completions(with_adapter, prompts[:1], dtyped.model_copy(update={"max_new_tokens": 2}))  # warm-up
-        seconds = math.inf
-        for _ in range(repeats):
-            started = time.perf_counter()
-            generate_completions(with_adapter, prompts, dtyped, desc=f"bench: batched, LoRA, {dtype}")
-            seconds = min(seconds, time.perf_counter() - started)
-        rates[dtype] = len(prompts) * config.max_new_tokens / seconds
-    return {"adapter_rank": config_rank(adapter_dir), "ours_lora_tokens_per_s": rates["float32"],
+    with_adapter = load_adapter(loaded, adapter_dir)
+    try:
+        dtypes = ("float32", "bfloat16") if loaded.device.type == "cpu" and native_bfloat16() else ("float32",)
+        rates = {dtype: len(prompts) * config.max_new_tokens / best_generation_seconds(
+                     with_adapter, prompts, config.model_copy(update={"dtype": dtype}), repeats, f"bench: batched, LoRA, {dtype}")
+                 for dtype in dtypes}
+    finally:
+        with_adapter.model.unload()
+    return {"adapter_rank": adapter_rank(adapter_dir), "ours_lora_tokens_per_s": rates["float32"],
             "ours_lora_bfloat16_tokens_per_s": rates.get("bfloat16")}
 
 
-def config_rank(adapter_dir: Path) -> int:
-    return int(json.loads((Path(adapter_dir) / "adapter_config.json").read_text())["r"])
+def adapter_rank(adapter_dir: Path) -> int:
+    from peft import PeftConfig
+
+    return int(PeftConfig.from_pretrained(str(adapter_dir)).r)
 
 
 # --- training ------------------------------------------------------------------------------
@@ -196,7 +202,6 @@ def _train_trl(texts: list[str], model: ModelConfig, config: TrainConfig, scratc
     checkpointing (on by default) is turned off, as ours has none: the same work per step."""
     import trl
     from datasets import Dataset
-    from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
 
     from mbad.training import tokenize_for_lm
@@ -214,8 +219,7 @@ def _train_trl(texts: list[str], model: ModelConfig, config: TrainConfig, scratc
         use_cpu=not on_gpu, save_strategy="no", report_to=[], logging_steps=10**6, disable_tqdm=True, packing=False,
         dataset_kwargs={"skip_prepare_dataset": True},
     )
-    peft_config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                             target_modules=lora.target_modules, task_type="CAUSAL_LM")
+    peft_config = peft_lora_config(lora)
     dataset = Dataset.from_dict({"input_ids": [example["input_ids"] for example in examples]})
     trainer = SFTTrainer(model=loaded.model, args=args, train_dataset=dataset, processing_class=loaded.tokenizer,
                          peft_config=peft_config)
@@ -247,7 +251,6 @@ def _dpo_trl(pairs: tuple[list[str], list[str]], model: ModelConfig, config: Tra
     TRL does with PEFT by default. Tokens counted with our tokenization, as for ours."""
     import trl
     from datasets import Dataset
-    from peft import LoraConfig
     from trl import DPOConfig, DPOTrainer
 
     from mbad.dpo import preference_pairs, tokenize_preferences
@@ -265,8 +268,7 @@ def _dpo_trl(pairs: tuple[list[str], list[str]], model: ModelConfig, config: Tra
         logging_steps=10**6, disable_tqdm=True,
     )
     lora = config.lora
-    peft_config = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                             target_modules=lora.target_modules, task_type="CAUSAL_LM")
+    peft_config = peft_lora_config(lora)
     dataset = Dataset.from_dict({"prompt": [p.prompt for p in preferences], "chosen": [p.chosen for p in preferences],
                                  "rejected": [p.rejected for p in preferences]})
     started = time.perf_counter()
@@ -529,7 +531,7 @@ def measure_vllm(model_path: str, adapter_dir: Path, prompts: list[str], config:
 
     answers = {}
     for side, adapter in (("base", None), ("lora", adapter_dir)):
-        request = {"model": model_path, "adapter": str(adapter) if adapter else None, "lora_rank": config_rank(adapter_dir),
+        request = {"model": model_path, "adapter": str(adapter) if adapter else None, "lora_rank": adapter_rank(adapter_dir),
                    "prompts": prompts, "max_new_tokens": config.max_new_tokens, "temperature": config.temperature,
                    "top_k": config.top_k, "top_p": config.top_p, "threads": torch.get_num_threads(), "seed": config.seed,
                    "repeats": repeats, "max_num_seqs": min(config.batch_size, len(prompts)), "enforce_eager": enforce_eager}

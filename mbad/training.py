@@ -28,7 +28,7 @@ from accelerate import Accelerator
 from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
 from tqdm.auto import tqdm
 
-from mbad.config import ModelConfig, TrainConfig
+from mbad.config import LoraSettings, ModelConfig, TrainConfig
 from mbad.models import LoadedModel, load_base_model
 
 logger = logging.getLogger(__name__)
@@ -283,12 +283,7 @@ def train_with_objective(
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(model)
-    lora = LoraConfig(
-        r=config.lora.r, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
-        target_modules=config.lora.target_modules,
-        task_type="SEQ_2_SEQ_LM" if loaded.is_seq2seq else "CAUSAL_LM",
-    )
-    model = get_peft_model(model, lora)
+    model = get_peft_model(model, peft_lora_config(config.lora, loaded.is_seq2seq))
     model.train()
     examples = objective.examples
     batches = shard_batches(make_batches(examples, config.batch_size, config.seed),
@@ -392,6 +387,13 @@ def _launch_processes(
         raise RuntimeError(f"multi-process training ({config.num_processes} processes) failed with exit "
                            f"code {finished.returncode}; its processes' errors are above")
     return TrainSummary(**json.loads((output_dir / ADAPTER_META).read_text())["summary"])
+
+
+def peft_lora_config(lora: LoraSettings, is_seq2seq: bool = False) -> LoraConfig:
+    """peft's LoRA config for mbad's LoRA settings: what the pipeline trains (and what the bench
+    gives TRL and the engines it compares)."""
+    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules,
+                      task_type="SEQ_2_SEQ_LM" if is_seq2seq else "CAUSAL_LM")
 
 
 def checkpoint_key(model_config: ModelConfig, config: TrainConfig, data_hash: str) -> str:
