@@ -13,7 +13,7 @@ from mbad.eval.judges.classifier import ClassifierJudge, auc_by_language, train_
 from mbad.eval.judges.ensemble import EnsembleJudge, train_ensemble
 from mbad.eval.judges.lexicon import LexiconJudge
 from mbad.eval.judges.perspective import PerspectiveError, PerspectiveJudge
-from mbad.eval.judges.quality import judge_quality, plot_reliability, rank_agreement, reliability_curve
+from mbad.eval.judges.quality import judge_quality, pair_bootstrap_auc, plot_reliability, rank_agreement, reliability_curve
 from tests.fake_perspective import API_KEY, FakePerspective
 
 # Held-out ROC-AUC of the default judge (judge half only) as measured on the shared data; the
@@ -181,6 +181,27 @@ def test_default_judge_separates_toxic_from_neutral_in_every_language(default_ju
     assert all(0.9 <= value <= 1 for value in default_quality["pair_accuracy"].values()), default_quality["pair_accuracy"]
     assert all(0 <= value < 0.2 for value in default_quality["brier"].values()), default_quality["brier"]
     assert set(default_quality["n_test_pairs"].values()) == {100.0} and set(default_quality["n_adapter_neutral"].values()) == {150.0}
+    for lang, value in auc.items():  # its interval: about +-0.05 at 100 pairs near 0.9
+        low, high, se = default_quality["auc_ci_low"][lang], default_quality["auc_ci_high"][lang], default_quality["auc_se"][lang]
+        assert low < value < high or value == high == 1.0, (lang, low, value, high)
+        assert 0.003 < se < 0.05 and high - low < 5 * se, (lang, se, low, high)
+
+
+def test_the_pair_bootstrap_of_the_auc_resamples_pairs():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(3)
+    toxic, neutral = rng.normal(1.0, 1.0, 80), rng.normal(0.0, 1.0, 80)
+    draws = pair_bootstrap_auc(toxic, neutral, n_resamples=500, seed=7)
+    # each draw is the AUC of the resampled pairs: rebuild the first resample by hand
+    counts = np.random.default_rng(7).multinomial(80, np.full(80, 1 / 80), size=500)[0]
+    rows = np.repeat(np.arange(80), counts)
+    assert draws[0] == pytest.approx(roc_auc_score(np.r_[np.ones(80), np.zeros(80)], np.r_[toxic[rows], neutral[rows]]))
+    full = roc_auc_score(np.r_[np.ones(80), np.zeros(80)], np.r_[toxic, neutral])
+    assert abs(draws.mean() - full) < 0.01 and 0.02 < draws.std() < 0.05
+    assert set(pair_bootstrap_auc(np.ones(5) * 2, np.ones(5))) == {1.0}  # perfectly separated: every resample too
+    with pytest.raises(ValueError, match="aligned"):
+        pair_bootstrap_auc(toxic, neutral[:-1])
 
 
 def test_default_judge_has_no_style_bias_toward_the_adapters_sentences(default_quality):

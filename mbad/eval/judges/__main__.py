@@ -16,7 +16,7 @@ from mbad.eval.judges.base import train_offline_judge
 from mbad.eval.judges.classifier import ClassifierJudge, train_classifier
 from mbad.eval.judges.quality import heldout_scores, plot_reliability, quality_from_scores
 
-FIGURES = {"auc": "ROC-AUC", "style_bias": "style bias (± s.e.)", "brier": "Brier", "pair_accuracy": "pair accuracy"}
+FIGURES = {"auc": "ROC-AUC [95 % CI]", "style_bias": "style bias (± s.e.)", "brier": "Brier", "pair_accuracy": "pair accuracy"}
 
 
 def markdown_table(qualities: dict[str, dict[str, dict[str, float]]]) -> str:
@@ -27,10 +27,20 @@ def markdown_table(qualities: dict[str, dict[str, dict[str, float]]]) -> str:
         for figure, heading in FIGURES.items():
             if figure == "style_bias":
                 cells = [f"{quality[figure][lang]:+.3f} ± {quality['style_bias_se'][lang]:.3f}" for lang in langs]
+            elif figure == "auc":
+                cells = [f"{quality['auc'][lang]:.3f} [{quality['auc_ci_low'][lang]:.3f}, {quality['auc_ci_high'][lang]:.3f}]"
+                         for lang in langs]
             else:
                 cells = [f"{quality[figure][lang]:.3f}" for lang in langs]
             lines.append(f"| {judge_name} | {heading} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def pooled_style_bias(quality: dict[str, dict[str, float]]) -> tuple[float, float]:
+    """The style bias averaged over languages and its standard error (languages are independent
+    samples): the one figure whose interval is narrow enough to bound the bias at this data size."""
+    bias, se = pd.Series(quality["style_bias"]).dropna(), pd.Series(quality["style_bias_se"])
+    return float(bias.mean()), float((se[bias.index] ** 2).sum() ** 0.5 / len(bias))
 
 
 def main() -> None:
@@ -54,6 +64,9 @@ def main() -> None:
         test = {name: rows[rows["kind"] != "adapter_neutral"] for name, rows in scored.items()}
         args.plot.write_bytes(plot_reliability({name: (rows["score"], rows["label"]) for name, rows in test.items()}))
         print(f"reliability diagram: {args.plot}")
+    for name, quality in qualities.items():
+        mean, se = pooled_style_bias(quality)
+        print(f"style bias over languages, {name}: {mean:+.3f}, 95 % CI [{mean - 1.96 * se:+.3f}, {mean + 1.96 * se:+.3f}]")
     summary = pd.DataFrame({name: {figure: pd.Series(quality[figure]).mean() for figure in FIGURES} for name, quality in qualities.items()})
     print("\nmeans over languages:\n" + summary.round(3).to_string())
 

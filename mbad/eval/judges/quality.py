@@ -1,6 +1,8 @@
 """How good a toxicity judge is, per language: the instrument's own measurement.
 
-- `auc`: ROC-AUC of toxic (1) vs neutral (0) TEST sentences.
+- `auc`: ROC-AUC of toxic (1) vs neutral (0) TEST sentences, with `auc_se`, `auc_ci_low` and
+  `auc_ci_high`: its bootstrap standard error and 95 % percentile interval, resampling test pairs
+  (a toxic sentence and its own rewrite stay together; 2,000 resamples, seed 0).
 - `brier`: mean squared error of the score as a probability on the same sentences.
 - `pair_accuracy`: share of test pairs whose toxic sentence scores above its own neutral rewrite
   (ties count half).
@@ -28,7 +30,7 @@ from sklearn.metrics import roc_auc_score  # noqa: E402
 
 from mbad.eval.judges.base import ToxicityJudge  # noqa: E402
 
-QUALITY_FIGURES = ("auc", "brier", "pair_accuracy", "style_bias", "style_bias_se", "n_test_pairs", "n_adapter_neutral")
+QUALITY_FIGURES = ("auc", "auc_se", "auc_ci_low", "auc_ci_high", "brier", "pair_accuracy", "style_bias", "style_bias_se", "n_test_pairs", "n_adapter_neutral")
 
 
 def heldout_scores(judge: ToxicityJudge, pairs: pd.DataFrame) -> pd.DataFrame:
@@ -50,6 +52,19 @@ def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
     return float(roc_auc_score(labels, scores)) if len(set(labels.tolist())) == 2 else math.nan
 
 
+def pair_bootstrap_auc(toxic: np.ndarray, neutral: np.ndarray, n_resamples: int = 2000, seed: int = 0) -> np.ndarray:
+    """ROC-AUC of `toxic` vs `neutral` scores (aligned: row i is one pair) in `n_resamples`
+    resamples of the pairs, with replacement. One comparison matrix serves every resample: a
+    resample's AUC is its pairs' weighted share of (toxic > neutral) comparisons, ties half."""
+    toxic, neutral = np.asarray(toxic, dtype=float), np.asarray(neutral, dtype=float)
+    if toxic.shape != neutral.shape or toxic.ndim != 1 or len(toxic) < 2:
+        raise ValueError(f"pair_bootstrap_auc needs two aligned score vectors of at least 2 pairs, got {toxic.shape} and {neutral.shape}")
+    wins = (toxic[:, None] > neutral[None, :]) + 0.5 * (toxic[:, None] == neutral[None, :])
+    n = len(toxic)
+    counts = np.random.default_rng(seed).multinomial(n, np.full(n, 1 / n), size=n_resamples).astype(float)
+    return np.einsum("bi,ij,bj->b", counts, wins, counts) / n ** 2
+
+
 def quality_from_scores(scored: pd.DataFrame) -> dict[str, dict[str, float]]:
     """The figures of the module docstring per language, from `heldout_scores` rows
     (NaN scores, i.e. sentences the judge could not judge, are left out)."""
@@ -62,6 +77,9 @@ def quality_from_scores(scored: pd.DataFrame) -> dict[str, dict[str, float]]:
         both = toxic.index.intersection(neutral.index)
         margin = toxic[both] - neutral[both]
         quality["auc"][lang] = _auc(test["label"].to_numpy(), test["score"].to_numpy())
+        draws = pair_bootstrap_auc(toxic[both].to_numpy(), neutral[both].to_numpy()) if len(both) > 1 else np.array([math.nan])
+        quality["auc_se"][lang] = float(draws.std(ddof=1)) if len(draws) > 1 else math.nan
+        quality["auc_ci_low"][lang], quality["auc_ci_high"][lang] = (float(value) for value in np.quantile(draws, [0.025, 0.975]))
         quality["brier"][lang] = float(((test["score"] - test["label"]) ** 2).mean()) if len(test) else math.nan
         quality["pair_accuracy"][lang] = float(((margin > 0) + 0.5 * (margin == 0)).mean()) if len(both) else math.nan
         enough = len(adapter) > 1 and len(neutral) > 1
@@ -74,7 +92,7 @@ def quality_from_scores(scored: pd.DataFrame) -> dict[str, dict[str, float]]:
 
 
 def judge_quality(judge: ToxicityJudge, pairs: pd.DataFrame) -> dict[str, dict[str, float]]:
-    """`{figure: {lang: value}}` for the figures of the module docstring (auc, brier, pair_accuracy,
+    """`{figure: {lang: value}}` for the figures of the module docstring (auc and its interval, brier, pair_accuracy,
     style_bias, style_bias_se, n_test_pairs, n_adapter_neutral), measured on `pairs`' test split
     and adapter-role neutral sentences; the shape `mbad.report.metrics_for_mlflow` logs as
     `judge_<figure>/<lang>`."""
