@@ -53,6 +53,17 @@ class Candidate(BaseModel):
         return {key[len("metric."):]: float(value) for key, value in self.tags.items() if key.startswith("metric.")}
 
     @property
+    def judge_quality(self) -> dict[str, dict[str, float]]:
+        """The quality of the judge that scored it, as its run logged it (`judge_<figure>/<lang>`):
+        `{figure: {lang: value}}`, e.g. `{"auc": {"hi": 0.97}}`."""
+        quality: dict[str, dict[str, float]] = {}
+        for name, value in self.metrics.items():
+            figure, _, lang = name.partition("/")
+            if figure.startswith("judge_") and lang:
+                quality.setdefault(figure.removeprefix("judge_"), {})[lang] = value
+        return quality
+
+    @property
     def evidence_uri(self) -> str | None:
         """Where its run stored the per-prompt evidence (`runs:/<id>/evidence/clusters.csv`)."""
         return self.tags.get("evidence") or None
@@ -204,9 +215,12 @@ def read_evidence(csv_text: str) -> dict[str, dict[str, pd.DataFrame]]:
     return {side: clusters_from_evidence(rows.drop(columns="side")) for side, rows in table.groupby("side")}
 
 
-def decide(plan: PromotionPlan, gate: GateConfig, evidence: Evidence) -> GateDecision:
+def decide(plan: PromotionPlan, gate: GateConfig, evidence: Evidence,
+           judge_quality: dict[str, dict[str, float]] | None = None) -> GateDecision:
     """Apply the gate's checks to the evidence of the roles (`base`, `challenger`, `champion`:
-    re-evaluated, or read from the versions' runs), all on the challenger's evaluation set."""
+    re-evaluated, or read from the versions' runs), all on the challenger's evaluation set.
+    `judge_quality` is that of a judge trained for the re-evaluation; by default, the quality
+    the challenger's run recorded for the judge that scored it."""
     languages = sorted(plan.evaluation.target_languages) if plan.evaluation else plan.challenger.languages
     blocking = list(plan.blocking)
     if plan.champion is not None:
@@ -214,7 +228,8 @@ def decide(plan: PromotionPlan, gate: GateConfig, evidence: Evidence) -> GateDec
             blocking.append(f"no evidence of champion v{plan.champion.version} on this evaluation set (needs re-evaluation)")
         elif "champion" not in plan.reevaluate:
             blocking += _judge_mismatch(plan)
-    checks = [] if plan.blocking else gate_checks(evidence, languages, gate)
+    quality = judge_quality if judge_quality is not None else plan.challenger.judge_quality
+    checks = [] if plan.blocking else gate_checks(evidence, languages, gate, quality)
     reasons = blocking + [check.message for check in checks if not check.passed]
     return GateDecision(
         model_name=plan.model_name, challenger=plan.challenger.version,

@@ -28,14 +28,16 @@ def gate_and_promote(config: PromoteConfig, registered_by_this_run: bool = False
 def reevaluate(plan: PromotionPlan, evaluated: dict) -> dict:
     """The training pipeline's evaluation steps, for each role the plan names, on the challenger's
     evaluation set: its own validated pairs and judge when its data is unchanged."""
-    setting = plan.evaluation
+    setting, judge_quality = plan.evaluation, None
     if "validated" not in evaluated and "challenger" not in plan.reevaluate:
         evaluated.update(training_outputs(plan.challenger.tags.get("zenml_run")))
     if "validated" not in evaluated:  # the data changed (or its run is gone): rebuild the evaluation set
         pairs, _ = load_data(config=setting.data)
         evaluated["validated"], _ = validate_data(pairs=pairs, config=setting.data)
-        evaluated["judge"], _ = train_judge(pairs=evaluated["validated"], config=setting.judge)
+        evaluated["judge"], judge_quality = train_judge(pairs=evaluated["validated"], config=setting.judge)
     outputs = {key: evaluated[key] for key in ("base_scores", "base_knowledge") if key in evaluated}
+    if judge_quality is not None:  # a new judge: the gate checks its quality, not the one the challenger recorded
+        outputs["judge_quality"] = judge_quality
     for role in plan.reevaluate:
         if f"{role}_scores" in outputs:
             continue

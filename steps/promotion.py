@@ -62,10 +62,12 @@ def gate(
     challenger_knowledge: pd.DataFrame | None = None,
     champion_scores: pd.DataFrame | None = None,
     champion_knowledge: pd.DataFrame | None = None,
+    judge_quality: dict | None = None,
 ) -> Annotated[GateDecision, "gate_decision"]:
     """Checks on interval bounds vs the base model and the champion, from paired per-prompt
-    evidence (re-evaluated here, or stored by each version's run); the decision is tagged on
-    the challenger."""
+    evidence (re-evaluated here, or stored by each version's run), and on the judge's held-out
+    quality (`judge_quality` of a judge trained for the re-evaluation, else the challenger's
+    recorded one); the decision is tagged on the challenger."""
     threshold = plan.evaluation.judge.threshold if plan.evaluation else 0.5
     measured = {"base": (base_scores, base_knowledge), "challenger": (challenger_scores, challenger_knowledge),
                 "champion": (champion_scores, champion_knowledge)}
@@ -73,7 +75,7 @@ def gate(
                           for role, (scores, knowledge) in measured.items() if scores is not None}
     if not plan.blocking:
         evidence |= stored_evidence(plan, evidence)
-    decision = decide(plan, config.gate, evidence)
+    decision = decide(plan, config.gate, evidence, judge_quality)
     set_version_tags(mlflow_client(), plan.model_name, decision.challenger, decision_tags(decision))
     verdict = "passes the gate" if decision.passed else "is rejected: " + "; ".join(decision.reasons)
     logger.info("%s v%s %s (%s)", plan.model_name, decision.challenger, verdict, decision.test)

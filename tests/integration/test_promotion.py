@@ -75,6 +75,9 @@ def test_first_promotion_passes_and_the_champion_generates(mlflow_server, versio
     assert set(toxicity) == {"en", "ru", "zh"} and all({"value", "bound", "level", "n"} <= set(c) for c in toxicity.values())
     assert toxicity["en"]["n"] == 8 and "zh" in json.loads(tags["gate.check.udhr_perplexity_change_pct"])
     assert "paired cluster bootstrap" in tags["gate.test"] and "Holm over 3 language(s)" in tags["gate.test"]
+    # The judge that scored the version, as its run recorded it: held-out AUC and its bound per language.
+    judge = json.loads(tags["gate.check.judge_auc"])
+    assert set(judge) == {"en", "ru", "zh"} and all(c["n"] == 100 and 0.5 < c["bound"] < c["value"] <= 1 for c in judge.values())
     assert "generate_base" not in run.steps  # nothing to re-evaluate without a champion
     assert zenml_stage(stack, client, versions["en"]) == "production"
 

@@ -11,7 +11,7 @@ import pytest
 
 from mbad.eval.compare import FIGURES, paired_estimates
 from mbad.eval.power import ScoreModel, expected_halfwidth, simulate_gate, synthetic_evidence
-from mbad.gate import GateConfig, adjusted_p_values, gate_checks
+from mbad.gate import GateConfig, adjusted_p_values, auc_standard_error, gate_checks
 from tests.synthetic import BASE, HALVED, LANGS, scores, side
 
 REPO = Path(__file__).resolve().parents[2]

@@ -34,7 +34,11 @@ GATE = GateConfig(n_resamples=2000)
 def tags(languages: list[str], values: dict[str, float] | None = None, data_hash: str = "h1", data_dir: str | None = None,
          judge: str = "j1", evidence: str | None = "runs:/r/evidence/clusters.csv", **setting) -> dict[str, str]:
     config = DetoxConfig(target_languages=languages, data=DataConfig(data_dir=data_dir), **setting)
-    found = version_tags(["en"], languages, data_hash, config.model_dump(), values or {}, {"backend": "ensemble", "hash": judge})
+    # the judge's held-out quality, as the report logs it (`judge_<figure>/<lang>`): well above the gate's limit
+    quality = {f"judge_{figure}/{lang}": value for lang in languages
+               for figure, value in (("auc", 0.95), ("auc_se", 0.02), ("n_test_pairs", 100.0))}
+    found = version_tags(["en"], languages, data_hash, config.model_dump(), quality | (values or {}),
+                         {"backend": "ensemble", "hash": judge})
     return found | ({"evidence": evidence} if evidence else {})
 
 
@@ -75,6 +79,20 @@ def test_gate_rejects_and_names_each_failing_language():
                for reason in decision.reasons) == 2
     recorded = decision_tags(decision)
     assert recorded["validation_status"] == "rejected" and "ru: toxicity" in recorded["gate.reasons"]
+
+
+def test_the_gate_reads_the_quality_the_challengers_run_recorded_for_its_judge():
+    weak_ru = tags(LANGS, {"judge_auc/ru": 0.78})
+    assert Candidate(version="2", source="s", tags=weak_ru).judge_quality["auc"] == {"en": 0.95, "ru": 0.78}
+    decision = decide(plan(weak_ru), GATE, GOOD)
+    assert not decision.passed
+    assert [reason for reason in decision.reasons if "judge" in reason] == [
+        "ru: the judge's held-out ROC-AUC is 0.780 (one-sided 97.5% lower bound 0.741, n=100 test pairs); "
+        "a toxicity claim needs a judge whose bound is at least 0.80"]
+    assert json.loads(decision_tags(decision)["gate.check.judge_auc"])["ru"]["passed"] is False
+    # a judge trained for a re-evaluation brings its own quality, which replaces the recorded one
+    retrained = {"auc": {"en": 0.95, "ru": 0.95}, "auc_se": {"en": 0.02, "ru": 0.02}, "n_test_pairs": {"en": 100, "ru": 100}}
+    assert decide(plan(weak_ru), GATE, GOOD, retrained).passed
 
 
 def test_mean_rule_passes_where_one_language_alone_would_fail():
