@@ -38,6 +38,44 @@ def test_a_clear_reduction_with_nothing_lost_passes_every_check():
                                                  "target_language_drop"}
 
 
+def judge(auc: dict[str, float], se: dict[str, float] | None = None, n: float = 100.0) -> dict[str, dict[str, float]]:
+    """Judge quality as the report records it (`mbad.eval.judges.quality.judge_quality`)."""
+    return {"auc": auc, "n_test_pairs": {lang: n for lang in auc}} | ({"auc_se": se} if se is not None else {})
+
+
+def test_a_claim_needs_a_judge_whose_auc_bound_reaches_the_limit_in_that_language():
+    evidence = {"base": side(BASE), "challenger": side(HALVED)}
+    # en: 0.95 - 1.96 x 0.02 = 0.911; ru: 0.84 - 1.96 x 0.025 = 0.791 < 0.80
+    checks = gate_checks(evidence, LANGS, GATE, judge({"en": 0.95, "ru": 0.84}, {"en": 0.02, "ru": 0.025}))
+    assert failed(checks) == {("judge_auc", "ru")}
+    by_language = {check.language: check for check in checks if check.name == "judge_auc"}
+    assert by_language["en"].bound == pytest.approx(0.95 - 1.95996 * 0.02, abs=1e-4)
+    assert by_language["ru"].bound == pytest.approx(0.84 - 1.95996 * 0.025, abs=1e-4) and by_language["ru"].n == 100
+    assert by_language["ru"].message.startswith("ru: the judge's held-out ROC-AUC is 0.840 (one-sided 97.5% lower bound 0.791")
+    # the same judge passes under a lower limit, and is not checked at all when the limit is off
+    assert failed(gate_checks(evidence, LANGS, GATE.model_copy(update={"min_judge_auc": 0.75}),
+                              judge({"en": 0.95, "ru": 0.84}, {"en": 0.02, "ru": 0.025}))) == set()
+    unchecked = gate_checks(evidence, LANGS, GATE.model_copy(update={"min_judge_auc": None}), judge({"ru": 0.6}))
+    assert "judge_auc" not in {check.name for check in unchecked}
+
+
+def test_a_judge_quality_recorded_without_its_error_is_bounded_by_hanley_mcneil():
+    # Hanley & McNeil (1982): AUC 0.9 from 100 positives and 100 negatives has a standard error of 0.0226.
+    assert auc_standard_error(0.9, 100, 100) == pytest.approx(0.0226, abs=1e-4)
+    assert auc_standard_error(0.9, 400, 400) == pytest.approx(0.0226 / 2, abs=2e-4)  # about 1 / sqrt(n)
+    checks = gate_checks({"base": side(BASE), "challenger": side(HALVED)}, LANGS, GATE, judge({"en": 0.9, "ru": 0.83}))
+    bounds = {check.language: check.bound for check in checks if check.name == "judge_auc"}
+    assert bounds["en"] == pytest.approx(0.9 - 1.95996 * 0.0226, abs=1e-3)
+    assert failed(checks) == {("judge_auc", "ru")}
+
+
+def test_without_the_judges_quality_in_a_language_the_gate_does_not_trust_the_claim():
+    checks = gate_checks({"base": side(BASE), "challenger": side(HALVED)}, LANGS, GATE, judge({"en": 0.95}, {"en": 0.02}))
+    assert failed(checks) == {("judge_auc", "ru")}
+    missing = next(check for check in checks if check.language == "ru" and check.name == "judge_auc")
+    assert missing.value is None and "ru: no judge_auc recorded for the judge that scored it" in missing.message
+
+
 def test_a_point_estimate_past_the_bar_is_not_enough_when_its_interval_is_wide():
     base = {lang: scores(0.4, n=30, seed=7 + i) for i, lang in enumerate(LANGS)}
     # The tuned scores are the base's, shuffled across prompts and scaled by 0.8: a -20 % point

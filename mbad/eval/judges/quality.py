@@ -30,7 +30,8 @@ from sklearn.metrics import roc_auc_score  # noqa: E402
 
 from mbad.eval.judges.base import ToxicityJudge  # noqa: E402
 
-QUALITY_FIGURES = ("auc", "auc_se", "auc_ci_low", "auc_ci_high", "brier", "pair_accuracy", "style_bias", "style_bias_se", "n_test_pairs", "n_adapter_neutral")
+QUALITY_FIGURES = ("auc", "auc_se", "auc_ci_low", "auc_ci_high", "brier", "pair_accuracy", "style_bias", "style_bias_se",
+                   "n_test_pairs", "n_adapter_neutral")
 
 
 def heldout_scores(judge: ToxicityJudge, pairs: pd.DataFrame) -> pd.DataFrame:
