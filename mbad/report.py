@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import math
 
 import matplotlib
 
@@ -100,6 +101,23 @@ def format_table(estimates: pd.DataFrame, probes: list[str] | None = None) -> st
                 else (_fmt(row[part]) if row else "-")
         lines.append(cells)
     return pd.DataFrame(lines).to_string(index=False)
+
+
+def format_judge_quality(quality: dict[str, dict[str, float]], languages: list[str], limit: float = 0.90) -> str:
+    """One line per language: the judge's held-out ROC-AUC with its 95 % interval and n, marked
+    where the estimate is below `limit` (the quality goal), so that a reader weighs that
+    language's toxicity figures accordingly."""
+    lines = []
+    for lang in languages:
+        auc = quality.get("auc", {}).get(lang)
+        if auc is None or not math.isfinite(auc):
+            lines.append(f"  {lang}: not measured")
+            continue
+        low, high = quality.get("auc_ci_low", {}).get(lang, math.nan), quality.get("auc_ci_high", {}).get(lang, math.nan)
+        n = quality.get("n_test_pairs", {}).get(lang, math.nan)
+        note = f"  below the {limit:.2f} goal" if auc < limit else ""
+        lines.append(f"  {lang}: {auc:.3f} [{low:.3f}, {high:.3f}], n={n:.0f} test pairs{note}")
+    return "\n".join(lines)
 
 
 def plot_comparison(estimates: pd.DataFrame, source_label: str) -> bytes:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mbad.report import format_table  # noqa: E402
+from mbad.report import format_judge_quality, format_table  # noqa: E402
 from mbad.tracking import tracking_uri  # noqa: E402
 
 
@@ -23,6 +23,9 @@ def main(pipeline_name: str = "detox_training") -> None:
     print(f"n prompts per language, k = {metadata.get('samples_per_prompt', '?')} sample(s) per prompt, "
           "paired 95 % bootstrap intervals in brackets")
     print(format_table(table))
+    quality = run.steps["train_judge"].outputs["judge_quality"][0].load()
+    print(f"\nThe judge ({metadata.get('judge', '?')}): held-out ROC-AUC on the test pairs, 95 % bootstrap interval")
+    print(format_judge_quality(quality, sorted(table["target"].unique())))
     print("\nWhere to look:")
     print(f"  ZenML run:        {run.name} (status {run.status.value}); `zenml pipeline runs list`, dashboard: make ui")
     print(f"  MLflow run:       {metadata.get('mlflow_run_id', '?')} in {tracking_uri()} (experiment '{pipeline_name}')")
