@@ -3,6 +3,8 @@ the registry, the aliases, the tags, the ZenML stage, and MLflow going away midw
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import shutil
@@ -10,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -126,6 +129,32 @@ def test_rejected_after_reevaluating_the_champion_on_the_challengers_set(mlflow_
     judge = challenger_run.steps["train_judge"].outputs["toxicity_judge"][0]
     assert run.steps["score_champion"].inputs["judge"][0].id == judge.id
     assert "promotion.replaced" not in tags
+
+
+def test_changed_data_is_judged_by_a_new_judge_whose_quality_the_gate_checks(mlflow_server, versions, stack, tmp_path):
+    """One sentence of the adapters' half changed since v`en` was evaluated: base and challenger are
+    re-evaluated with a judge trained on the data as it is now, and the gate checks that judge."""
+    client = set_aliases(mlflow_server, champion=None)
+    data_dir = Path(json.loads(client.get_model_version(MODEL, versions["en"]).tags["config"])["data"]["data_dir"])
+    path = data_dir / "en_train_neutral.csv"
+    original = path.read_bytes()
+    rows = list(csv.reader(io.StringIO(original.decode(), newline="")))
+    rows[250][0] += " Indeed."
+    with path.open("w", newline="") as handle:
+        csv.writer(handle).writerows(rows)
+    try:
+        run = run_promotion(stack, tmp_path, challenger_version=versions["en"], gate=LENIENT)
+    finally:
+        path.write_bytes(original)
+
+    assert run.status.value == "completed"
+    tags = client.get_model_version(MODEL, versions["en"]).tags
+    assert set(tags["gate.reevaluated"].split(",")) == {"base", "challenger"}
+    quality = run.steps["train_judge"].outputs["judge_quality"][0]
+    assert run.steps["gate"].inputs["judge_quality"][0].id == quality.id  # the new judge's, not the recorded one
+    judge = json.loads(tags["gate.check.judge_auc"])
+    assert {lang: check["value"] for lang, check in judge.items()} == pytest.approx(
+        {lang: quality.load()["auc"][lang] for lang in ("en", "ru", "zh")}, abs=1e-4)
 
 
 def test_rollback_moves_champion_back_to_previous(mlflow_server, versions, stack):
