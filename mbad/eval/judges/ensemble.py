@@ -38,7 +38,8 @@ its most toxic token; 0.840 / 0.721 alone) 0.924 / 0.833 vs 0.919 / 0.829 withou
 ~2.7 min of CPU a fit on 2 cores, six fits a judge) 0.896 / 0.793 alone against the e5 head's
 0.826 / 0.696, but 0.918 / 0.811 stacked vs 0.911 / 0.815: left out. What limits de and ar is
 data: trained on 38 / 75 / 150 / 300 pairs per language, the test AUC is de .779 / .834 / .862 /
-.898 and ar .758 / .807 / .865 / .912 (the README's table; 300 includes the adapters' half).
+.899 and ar .758 / .807 / .865 / .912 (`python -m mbad.eval.judges --learning-curve
+0.125,0.25,0.5,1`; 300 includes the adapters' half).
 """
 
 from __future__ import annotations
