@@ -14,6 +14,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from mbad.eval.compare import FIGURES  # noqa: E402
+from mbad.eval.judges.quality import auc_with_interval  # noqa: E402
 
 PARTS = ("base", "tuned", "diff", "change_pct")
 # MLflow names: `<metric>/<lang>` is the fine-tuned model's value, as before.
@@ -113,10 +114,9 @@ def format_judge_quality(quality: dict[str, dict[str, float]], languages: list[s
         if auc is None or not math.isfinite(auc):
             lines.append(f"  {lang}: not measured")
             continue
-        low, high = quality.get("auc_ci_low", {}).get(lang, math.nan), quality.get("auc_ci_high", {}).get(lang, math.nan)
         n = quality.get("n_test_pairs", {}).get(lang, math.nan)
         note = f"  below the {limit:.2f} goal" if auc < limit else ""
-        lines.append(f"  {lang}: {auc:.3f} [{low:.3f}, {high:.3f}], n={n:.0f} test pairs{note}")
+        lines.append(f"  {lang}: {auc_with_interval(quality, lang)}, n={n:.0f} test pairs{note}")
     return "\n".join(lines)
 
 

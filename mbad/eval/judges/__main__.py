@@ -19,7 +19,7 @@ from mbad.config import DataConfig, JudgeConfig
 from mbad.data import assign_roles, load_pairs, select
 from mbad.eval.judges.base import train_offline_judge
 from mbad.eval.judges.classifier import ClassifierJudge, train_classifier
-from mbad.eval.judges.quality import heldout_scores, judge_quality, plot_reliability, quality_from_scores
+from mbad.eval.judges.quality import auc_with_interval, heldout_scores, judge_quality, plot_reliability, quality_from_scores
 
 FIGURES = {"auc": "ROC-AUC [95 % CI]", "style_bias": "style bias (± s.e.)", "brier": "Brier", "pair_accuracy": "pair accuracy"}
 
@@ -33,8 +33,7 @@ def markdown_table(qualities: dict[str, dict[str, dict[str, float]]]) -> str:
             if figure == "style_bias":
                 cells = [f"{quality[figure][lang]:+.3f} ± {quality['style_bias_se'][lang]:.3f}" for lang in langs]
             elif figure == "auc":
-                cells = [f"{quality['auc'][lang]:.3f} [{quality['auc_ci_low'][lang]:.3f}, {quality['auc_ci_high'][lang]:.3f}]"
-                         for lang in langs]
+                cells = [auc_with_interval(quality, lang) for lang in langs]
             else:
                 cells = [f"{quality[figure][lang]:.3f}" for lang in langs]
             lines.append(f"| {judge_name} | {heading} | " + " | ".join(cells) + " |")
@@ -52,8 +51,7 @@ def learning_curve(pairs: pd.DataFrame, config: JudgeConfig, shares: list[float]
         learned = table[table["role"] == "judge"].groupby("lang").size()
         quality = judge_quality(train_offline_judge(table, config), table)
         rows.append({"judge share": share, "pairs per language": "/".join(sorted({str(n) for n in learned}))}
-                    | {lang: f"{quality['auc'][lang]:.3f} [{quality['auc_ci_low'][lang]:.3f}, {quality['auc_ci_high'][lang]:.3f}]"
-                       for lang in sorted(quality["auc"])})
+                    | {lang: auc_with_interval(quality, lang) for lang in sorted(quality["auc"])})
     return pd.DataFrame(rows)
 
 

@@ -92,6 +92,11 @@ def quality_from_scores(scored: pd.DataFrame) -> dict[str, dict[str, float]]:
     return quality
 
 
+def auc_with_interval(quality: dict[str, dict[str, float]], lang: str) -> str:
+    """A language's held-out AUC and its 95 % interval as printed everywhere: `0.862 [0.819, 0.904]`."""
+    return f"{quality['auc'][lang]:.3f} [{quality['auc_ci_low'][lang]:.3f}, {quality['auc_ci_high'][lang]:.3f}]"
+
+
 def judge_quality(judge: ToxicityJudge, pairs: pd.DataFrame) -> dict[str, dict[str, float]]:
     """`{figure: {lang: value}}` for the figures of the module docstring (auc and its interval, brier, pair_accuracy,
     style_bias, style_bias_se, n_test_pairs, n_adapter_neutral), measured on `pairs`' test split
