@@ -86,7 +86,7 @@ def private_environment(home: Path, udhr: Path | None = None) -> None:
 
 def model_directory(settings: BenchSettings, pairs, scratch: Path) -> str:
     if settings.model == "tiny":
-        from mbad.tiny import build_tiny_causal_lm
+        from mbad.testing.tiny import build_tiny_causal_lm
 
         train = select(pairs, "train")
         # Heads of 32: the smallest vLLM's CPU attention runs.

@@ -44,7 +44,7 @@ import sys
 from pathlib import Path
 from mbad.config import DataConfig
 from mbad.data import load_pairs, select
-from mbad.tiny import build_tiny_causal_lm
+from mbad.testing.tiny import build_tiny_causal_lm
 train = select(load_pairs(DataConfig()), "train")
 build_tiny_causal_lm(Path(sys.argv[1]), train["neutral"].tolist() + train["toxic"].tolist())
 PY

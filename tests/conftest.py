@@ -53,7 +53,7 @@ def registry():
 @pytest.fixture(scope="session")
 def tiny_model_dir(pairs) -> Path:
     """A 2-layer Gemma 3 with a tokenizer trained on the data: real shapes, tiny weights."""
-    from mbad.tiny import build_tiny_causal_lm
+    from mbad.testing.tiny import build_tiny_causal_lm
 
     train = pairs[pairs["split"] == "train"]
     return build_tiny_causal_lm(_SESSION_HOME / "tiny-gemma", train["neutral"].tolist() + train["toxic"].tolist())

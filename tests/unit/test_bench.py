@@ -166,7 +166,7 @@ def test_the_roofline_counts_a_decoding_steps_gemms_as_gemma_3_270m_has_them():
 
 def test_the_roofline_times_each_gemm_and_sums_the_step(tmp_path):
     from benchmarks.sections import measure_roofline
-    from mbad.tiny import build_tiny_causal_lm
+    from mbad.testing.tiny import build_tiny_causal_lm
 
     tiny = build_tiny_causal_lm(tmp_path / "tiny", ["a tiny corpus for a tiny tokenizer", "another sentence"])
     roofline = measure_roofline(str(tiny), batch_size=4, repeats=2)

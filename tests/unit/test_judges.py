@@ -278,7 +278,7 @@ def test_lexicon_judge_covers_what_it_can(pairs):
 
 
 def test_hf_judge_with_a_tiny_local_classifier(pairs, tmp_path):
-    from mbad.tiny import build_tiny_classifier
+    from mbad.testing.tiny import build_tiny_classifier
 
     model_dir = build_tiny_classifier(tmp_path / "clf", pairs["toxic"].head(200).tolist())
     judge = make_judge(JudgeConfig(backend="hf", hf=HFJudgeConfig(model_id=str(model_dir), batch_size=2)))

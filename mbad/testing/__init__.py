@@ -1,0 +1,1 @@
+"""Tiny models for the tests and the bench; never imported by the library."""
