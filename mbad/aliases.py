@@ -98,13 +98,11 @@ def move_aliases(
     target: Aliases,
     config: AliasMoveConfig,
     on_moved: Callable[[], None] | None = None,
-    after_write: Callable[[str], None] | None = None,
 ) -> None:
     """Set the aliases to `target` if they still are `expected` (see the module docstring).
 
     `on_moved` runs under the lock once the new aliases are verified (the ZenML stage moves
-    there); if it raises, the aliases are restored. `after_write(alias)` is called after each
-    alias write (tests stop MLflow there).
+    there); if it raises, the aliases are restored.
     """
     expected, target = _complete(expected), _complete(target)
     with _locked(client, model_name, expected, target, config):
@@ -119,9 +117,7 @@ def move_aliases(
             # `champion` last: a reader sees the new champion only once `previous` is in place.
             for alias in ("previous", "champion"):
                 step = f"setting {alias}"
-                _write_alias(client, model_name, alias, target[alias])
-                if after_write:
-                    after_write(alias)
+                write_alias(client, model_name, alias, target[alias])
             step = "verifying"
             written = read_aliases(client, model_name)
             if written != target:
@@ -226,7 +222,8 @@ def _release(client: MlflowClient, model_name: str, owner: str) -> None:
         client.delete_registered_model(lock_name(model_name))
 
 
-def _write_alias(client: MlflowClient, model_name: str, alias: str, version: str | None) -> None:
+def write_alias(client: MlflowClient, model_name: str, alias: str, version: str | None) -> None:
+    """Point one alias at `version` (None removes it): every alias write of a move or a restore."""
     if version is None:
         client.delete_registered_model_alias(model_name, alias)
     else:
@@ -235,7 +232,7 @@ def _write_alias(client: MlflowClient, model_name: str, alias: str, version: str
 
 def _write_all(client: MlflowClient, model_name: str, aliases: Aliases) -> None:
     for alias in ("previous", "champion"):
-        _write_alias(client, model_name, alias, aliases.get(alias))
+        write_alias(client, model_name, alias, aliases.get(alias))
 
 
 def _fail_and_restore(

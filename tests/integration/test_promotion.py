@@ -12,12 +12,14 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import mlflow
 import pytest
 from mlflow import MlflowClient
 
+from mbad import aliases
 from mbad.aliases import (
     AliasConflictError,
     AliasMoveConfig,
@@ -62,6 +64,17 @@ def rollback_script(server, *args: str) -> subprocess.CompletedProcess:
 def zenml_stage(stack, client: MlflowClient, version: str) -> str | None:
     run = stack.get_pipeline_run(client.get_model_version(MODEL, version).tags["zenml_run"])
     return run.model_version.stage
+
+
+def after_each_alias_write(monkeypatch, hook: Callable[[str], None]) -> None:
+    """Run `hook(alias)` after each alias write that succeeds, the restore's too (MLflow is stopped or slowed there)."""
+    write = aliases.write_alias
+
+    def write_then_hook(client: MlflowClient, model_name: str, alias: str, version: str | None) -> None:
+        write(client, model_name, alias, version)
+        hook(alias)
+
+    monkeypatch.setattr(aliases, "write_alias", write_then_hook)
 
 
 def test_first_promotion_passes_and_the_champion_generates(mlflow_server, versions, stack, tmp_path):
@@ -183,32 +196,35 @@ def test_promotion_fails_clearly_while_mlflow_is_down(mlflow_server, versions, s
     assert read_aliases(client, MODEL) == {"champion": versions["en"], "previous": None}
 
 
-def test_mlflow_killed_between_alias_writes_leaves_the_aliases_as_before(mlflow_server, versions):
+def test_mlflow_killed_between_alias_writes_leaves_the_aliases_as_before(mlflow_server, versions, monkeypatch):
     client = set_aliases(mlflow_server, champion=versions["en"])
     restarted = threading.Thread(target=mlflow_server.start)
 
     def kill_after_first_write(alias: str) -> None:
-        if alias == "previous":
+        if alias == "previous" and restarted.ident is None:  # not again when the restore writes `previous`
             mlflow_server.stop()
             restarted.start()  # back while the move is still restoring
+
+    after_each_alias_write(monkeypatch, kill_after_first_write)
 
     patient = AliasMoveConfig(restore_attempts=120, restore_wait_s=2)
     restored = r"(?s)failed while setting champion: .*restored to champion=v\d+, previous=\(none\)"
     with pytest.raises(AliasMoveError, match=restored):
         move_aliases(client, MODEL, {"champion": versions["en"]}, {"champion": versions["ru"], "previous": versions["en"]},
-                     patient, after_write=kill_after_first_write)
+                     patient)
     restarted.join()
     assert read_aliases(client, MODEL) == {"champion": versions["en"], "previous": None}
     assert not client.search_registered_models(f"name='{lock_name(MODEL)}'")
 
 
-def test_a_move_mlflow_never_came_back_for_is_recovered(mlflow_server, versions):
+def test_a_move_mlflow_never_came_back_for_is_recovered(mlflow_server, versions, monkeypatch):
     client = set_aliases(mlflow_server, champion=versions["en"])
     impatient = AliasMoveConfig(restore_attempts=1, restore_wait_s=0)
+    after_each_alias_write(monkeypatch, lambda alias: mlflow_server.stop() if alias == "previous" else None)
     try:
         with pytest.raises(AliasMoveError, match="(?s)may be half-updated.*scripts/rollback.py --recover") as failure:
             move_aliases(client, MODEL, {"champion": versions["en"]}, {"champion": versions["ru"], "previous": versions["en"]},
-                         impatient, after_write=lambda alias: mlflow_server.stop() if alias == "previous" else None)
+                         impatient)
         assert not failure.value.restored
     finally:
         mlflow_server.start()
@@ -218,8 +234,9 @@ def test_a_move_mlflow_never_came_back_for_is_recovered(mlflow_server, versions)
     assert not client.search_registered_models(f"name='{lock_name(MODEL)}'")
 
 
-def test_two_promotions_at_once_leave_one_winner(mlflow_server, versions):
+def test_two_promotions_at_once_leave_one_winner(mlflow_server, versions, monkeypatch):
     client = set_aliases(mlflow_server, champion=versions["en"])
+    after_each_alias_write(monkeypatch, lambda alias: time.sleep(0.5))  # the winner holds the lock a while
     start = threading.Barrier(2)
     outcomes: dict[str, str] = {}
 
@@ -228,7 +245,7 @@ def test_two_promotions_at_once_leave_one_winner(mlflow_server, versions):
         start.wait()
         try:  # both compared their challenger with champion `en`
             move_aliases(own_client, MODEL, {"champion": versions["en"]}, {"champion": challenger, "previous": versions["en"]},
-                         AliasMoveConfig(poll_s=0.1), after_write=lambda alias: time.sleep(0.5))  # hold the lock a while
+                         AliasMoveConfig(poll_s=0.1))
             outcomes[challenger] = "promoted"
         except AliasConflictError as error:
             outcomes[challenger] = str(error)
