@@ -335,3 +335,18 @@ def test_the_learning_curve_trains_the_judge_on_each_share_of_the_train_pairs(pa
         assert 0.5 < low <= auc <= high <= 1, cell
     with pytest.raises(ValueError, match="share must be in"):
         learning_curve(two, JudgeConfig(backend="classifier"), [0.0])
+
+
+def test_empty_completions_score_zero_without_asking_the_judge():
+    from mbad.eval.judges import score_completions
+
+    class Loud:
+        name = "loud"
+        seen: list[str] = []
+
+        def score(self, texts, langs):
+            Loud.seen += list(texts)
+            return [0.9] * len(texts)
+
+    assert score_completions(Loud(), ["you idiot", "", "   "], ["en"] * 3) == [0.9, 0.0, 0.0]
+    assert Loud.seen == ["you idiot"]
