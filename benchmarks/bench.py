@@ -25,9 +25,10 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from mbad.config import DataConfig, DetoxConfig, GenerationConfig, ModelConfig, TrainConfig, mbad_home  # noqa: E402
+from mbad.config import DataConfig, DetoxConfig, GenerationConfig, ModelConfig, TrainConfig  # noqa: E402
 from mbad.data import load_pairs, select  # noqa: E402
 from mbad.generation import build_prompts  # noqa: E402
+from mbad.paths import mbad_home  # noqa: E402
 
 QUICKSTART = REPO_ROOT / "configs" / "quickstart.yaml"
 SECTIONS = ("judge", "generation", "roofline", "vllm", "llamacpp", "training", "dpo", "zenml")

@@ -21,9 +21,10 @@ from pathlib import Path
 
 import torch
 
-from mbad.config import REPO_ROOT, DetoxConfig, GenerationConfig, LoraSettings, ModelConfig, TrainConfig
+from mbad.config import DetoxConfig, GenerationConfig, LoraSettings, ModelConfig, TrainConfig
 from mbad.generation import generate_completions
 from mbad.models import LoadedModel, load_base_model, native_bfloat16
+from mbad.paths import REPO_ROOT
 from mbad.training import peft_lora_config
 
 

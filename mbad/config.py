@@ -6,19 +6,15 @@ through the pipeline's `config` parameter.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from mbad.languages import LanguageRegistry
+from mbad.paths import REPO_ROOT
+
 PAPER_LANGUAGES = ["en", "es", "de", "ru", "uk", "zh", "ar", "hi", "am"]
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def mbad_home() -> Path:
-    """Where local state lives: `MBAD_HOME`, else `.mbad/` in the repository."""
-    return Path(os.environ.get("MBAD_HOME", REPO_ROOT / ".mbad")).resolve()
 
 
 class StrictConfig(BaseModel):
@@ -48,8 +44,6 @@ def _in_open_unit_interval(section: str, value: float, info: ValidationInfo, why
 
 def _unknown_languages(field: str, codes: list[str], languages_file: str) -> str | None:
     """An error message naming the codes of `codes` missing from the registry, or None."""
-    from mbad.languages import LanguageRegistry  # imports this module: resolved at call time
-
     if not codes:
         return f"{field} is empty: name at least one language"
     path = Path(languages_file) if Path(languages_file).is_absolute() else REPO_ROOT / languages_file

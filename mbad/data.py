@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mbad.config import REPO_ROOT, DataConfig
+from mbad.config import DataConfig
+from mbad.paths import REPO_ROOT
 
 COLUMNS = ["lang", "split", "pair_id", "toxic", "neutral", "toxic_file", "neutral_file", "utf8_ok", "readable"]
 # Who may learn from a pair: `judge` (the offline toxicity judge), `adapter` (fine-tuning), `test`.

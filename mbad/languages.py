@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from mbad.config import REPO_ROOT
+from mbad.paths import REPO_ROOT
 
 # Prefix of a character's Unicode name -> the script name used in the registry.
 _SCRIPT_PREFIXES = {

@@ -24,7 +24,8 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from mbad.config import ModelConfig, mbad_home
+from mbad.config import ModelConfig
+from mbad.paths import mbad_home
 
 logger = logging.getLogger(__name__)
 

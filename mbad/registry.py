@@ -13,7 +13,7 @@ import mlflow
 from mlflow.models import Model
 from mlflow.tracking import MlflowClient
 
-from mbad.config import REPO_ROOT
+from mbad.paths import REPO_ROOT
 
 # What the pyfunc (mbad/pyfunc_model.py and the mbad modules it imports) needs to load and generate.
 PYFUNC_REQUIREMENTS = ["mlflow", "torch", "transformers", "peft", "accelerate", "safetensors", "tokenizers", "sentencepiece",

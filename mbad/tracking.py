@@ -6,7 +6,7 @@ import os
 
 import mlflow
 
-from mbad.config import mbad_home
+from mbad.paths import mbad_home
 
 
 def tracking_uri() -> str:

@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO_ROOT / "scripts"))
 
 from docker_local import DEFAULT_BASE, ensure_base, ensure_daemon  # noqa: E402
 
-from mbad.config import mbad_home  # noqa: E402
+from mbad.paths import mbad_home  # noqa: E402
 
 IMAGE = "mbad-pipeline"
 TORCH_VARIANTS = {"cuda": "", "cpu": "+cpu"}  # the local version label of torch's CPU wheels

@@ -27,7 +27,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from mbad.config import mbad_home  # noqa: E402
+from mbad.paths import mbad_home  # noqa: E402
 
 DEFAULT_BASE = "python:3.11-slim-bookworm"
 DEBIAN_MIRROR = os.environ.get("MBAD_DEBIAN_MIRROR", "http://deb.debian.org/debian")

@@ -12,7 +12,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from mbad.config import mbad_home  # noqa: E402
+from mbad.paths import mbad_home  # noqa: E402
 from mbad.tracking import ensure_experiments, tracking_uri  # noqa: E402
 
 STACK = "mbad-local"

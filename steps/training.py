@@ -10,9 +10,10 @@ from zenml.enums import ArtifactType
 from zenml.io import fileio
 
 from mbad.checkpoints import CheckpointMirror
-from mbad.config import ModelConfig, TrainConfig, mbad_home
+from mbad.config import ModelConfig, TrainConfig
 from mbad.data import select
 from mbad.dpo import train_dpo_adapter
+from mbad.paths import mbad_home
 from mbad.tracking import log_training
 from mbad.training import AdapterDirectory, checkpoint_key, train_lora_adapter
 from steps._stack import EXPERIMENT_TRACKER

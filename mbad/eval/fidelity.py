@@ -24,8 +24,9 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from mbad.config import DataConfig, mbad_home
+from mbad.config import DataConfig
 from mbad.languages import LanguageRegistry, letters_by_script
+from mbad.paths import mbad_home
 
 # lid.176's own labels for dialects and variants of registry languages.
 _LID_ALIASES = {"arz": "ar", "wuu": "zh", "yue": "zh"}

