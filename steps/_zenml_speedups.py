@@ -4,7 +4,7 @@ For every stored artifact whose type comes from an installed package (pandas Dat
 judge's scikit-learn pipeline), ZenML records that package and its version. To find the
 package, `zenml.utils.source_utils._get_package_for_module` calls
 `importlib.metadata.packages_distributions()`, which reads the metadata and file list of every
-installed distribution: 0.4 to 1 s in this project's environment, once per distinct module.
+installed distribution, once per distinct module: slow in an environment as large as this project's.
 Which distributions provide which top-level modules cannot change while a pipeline runs, so
 the table is read once per process and every lookup answers from it, with ZenML's own rule
 (exactly one distribution, or none). On a ZenML without that function nothing is changed.

@@ -72,7 +72,8 @@ _UKRAINIAN_APOSTROPHE = re.compile(r"[\u0400-\u04ff]['’ʼ][\u0400-\u04ff]")
 _WORD = re.compile(r"[^\W\d_]+")
 # A language outside the registry is named only when lid.176 gives it at least this probability
 # (or its marker letters are in the text): below it, the likeliest registry language of the
-# text's script. Hindi tweets reach 0.82 for Marathi; clear French or Portuguese exceed 0.95.
+# text's script. It lies between what colloquial Hindi tweets get for Marathi and what clear
+# French or Portuguese get.
 CONFIDENT_OTHER = 0.9
 # Kana in at least this share of the Han and kana letters makes a text Japanese, not Chinese.
 KANA_SHARE_JAPANESE = 0.1
@@ -212,7 +213,7 @@ def detect_language(text: str | None, registry: LanguageRegistry | None = None) 
 
 def detect_languages(texts: Iterable[str | None], registry: LanguageRegistry | None = None,
                      desc: str = "detect language") -> list[str | None]:
-    """`detect_language` of each text (12,000 to 16,000 texts/s on one CPU core)."""
+    """`detect_language` of each text."""
     registry = registry or default_registry()
     texts = list(texts)
     return [detect_language(text, registry) for text in tqdm(texts, desc=desc, unit="text", leave=False, disable=len(texts) < 5000)]
