@@ -265,7 +265,7 @@ class ClassifierJudgeConfig(StrictConfig):
 
 class EnsembleJudgeConfig(StrictConfig):
     """The default offline judge: n-gram LR + e5 embedding LR (+ lexicon flag), stacked per language.
-    Defaults chosen by grouped cross-validation on the judge-role train pairs (see mbad/eval/judges/ensemble.py)."""
+    Defaults chosen by grouped cross-validation on the judge-role train pairs (see docs/judge.md)."""
 
     ngram: ClassifierJudgeConfig = Field(default_factory=lambda: ClassifierJudgeConfig(C=30.0))
     e5_prefix: Literal["query", "passage"] = "query"

