@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.processes import pytest_configure, pytest_sessionfinish  # noqa: F401  (nothing a test starts outlives the session)
+
 _SESSION_HOME = Path(tempfile.mkdtemp(prefix="mbad-tests-"))
 os.environ["MBAD_HOME"] = str(_SESSION_HOME)
 os.environ["ZENML_CONFIG_PATH"] = str(_SESSION_HOME / "zenml")
