@@ -36,23 +36,40 @@ def session_processes(token: str) -> list[psutil.Process]:
 
 
 def stop_session_processes(token: str, grace_s: float = GRACE_S) -> list[str]:
-    """Stop what this session started and left running; returns a line for each process stopped."""
+    """Stop what this session started and left running; returns a line for each process stopped.
+    The topmost processes are asked first, so that a daemon stops its own children (dockerd its
+    containerd and containers) before anything is killed."""
     left = session_processes(token)
     stopped = []
     for process in left:
         try:
             stopped.append(f"{process.pid} {' '.join(process.cmdline())[:160]}")
-            process.terminate()
         except psutil.NoSuchProcess:
             continue
-    _, alive = psutil.wait_procs(left, timeout=grace_s)
-    for process in alive:
+    pids = {process.pid for process in left}
+    topmost = [process for process in left if _parent_pid(process) not in pids]
+    for group in (topmost, left):
+        for process in group:
+            try:
+                process.terminate()
+            except psutil.NoSuchProcess:
+                continue
+        psutil.wait_procs(group, timeout=grace_s)
+    _, left = psutil.wait_procs(left, timeout=0)
+    for process in left:
         try:
             process.kill()
         except psutil.NoSuchProcess:
             continue
-    psutil.wait_procs(alive, timeout=grace_s)
+    psutil.wait_procs(left, timeout=grace_s)
     return stopped
+
+
+def _parent_pid(process: psutil.Process) -> int | None:
+    try:
+        return process.ppid()
+    except psutil.NoSuchProcess:
+        return None
 
 
 def _terminated(signum, frame):
