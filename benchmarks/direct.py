@@ -15,6 +15,7 @@ from pathlib import Path
 import mlflow
 from PIL import Image
 
+from mbad.adapters import load_model_under_test
 from mbad.config import DetoxConfig
 from mbad.data import content_hash, load_pairs, select
 from mbad.eval.compare import compare_paired
@@ -29,7 +30,7 @@ from mbad.models import load_base_model
 from mbad.registry import register_adapter, version_tags
 from mbad.report import metrics_for_mlflow, plot_comparison, render_html
 from mbad.tracking import ensure_experiments
-from mbad.training import checkpoint_key, load_model_under_test, train_lora_adapter
+from mbad.training import checkpoint_key, train_lora_adapter
 from mbad.validation import DataValidationError, validate_pairs
 
 

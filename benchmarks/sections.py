@@ -154,7 +154,7 @@ def measure_generation_with_adapter(loaded: LoadedModel, adapter_dir: Path, prom
     """Our batched generator with the LoRA adapter applied as the pipeline evaluates one (peft,
     unmerged), on the same prompts, sampling settings and new tokens; best of `repeats`. The
     caller's model is left without the adapter."""
-    from mbad.training import load_adapter
+    from mbad.adapters import load_adapter
 
     with_adapter = load_adapter(loaded, adapter_dir)
     try:

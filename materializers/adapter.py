@@ -11,7 +11,7 @@ from zenml.enums import ArtifactType
 from zenml.io import fileio
 from zenml.materializers.base_materializer import BaseMaterializer
 
-from mbad.training import AdapterDirectory, read_adapter_meta
+from mbad.adapters import AdapterDirectory, read_adapter_meta
 
 
 class AdapterMaterializer(BaseMaterializer):

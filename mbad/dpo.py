@@ -22,16 +22,9 @@ import torch
 import torch.nn.functional as F
 
 from mbad.config import ModelConfig, TrainConfig
+from mbad.lm_head import LMHead, chunked_token_nll, split_lm_head
 from mbad.models import LoadedModel
-from mbad.training import (
-    LMHead,
-    Objective,
-    TrainSummary,
-    _launch_processes,
-    chunked_token_nll,
-    split_lm_head,
-    train_with_objective,
-)
+from mbad.training import Objective, TrainSummary, _launch_processes, train_with_objective
 
 DEFAULT_TEMPLATE = "Complete the sentence: {toxic}"
 

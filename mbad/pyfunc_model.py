@@ -58,9 +58,9 @@ def check_prompts(model_input: Any) -> list[str]:
 
 class DetoxGenerator(mlflow.pyfunc.PythonModel):
     def load_context(self, context: Any) -> None:
+        from mbad.adapters import load_adapter, read_adapter_meta
         from mbad.config import GenerationConfig, ModelConfig
         from mbad.models import load_base_model
-        from mbad.training import load_adapter, read_adapter_meta
 
         adapter_dir = Path(context.artifacts["adapter"])
         meta = read_adapter_meta(adapter_dir)

@@ -25,21 +25,15 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
 from tqdm.auto import tqdm
 
+from mbad.adapters import read_adapter_meta, write_adapter_meta
 from mbad.config import LoraSettings, ModelConfig, TrainConfig
+from mbad.lm_head import LMHead, causal_lm_loss, split_lm_head
 from mbad.models import LoadedModel, load_base_model
 
 logger = logging.getLogger(__name__)
-ADAPTER_META = "mbad_adapter.json"
-
-
-@dataclass(frozen=True)
-class AdapterDirectory:
-    """A saved LoRA adapter: peft files plus `mbad_adapter.json` (base model, config, summary)."""
-
-    path: str
 
 
 @dataclass
@@ -109,96 +103,6 @@ def collate(examples: list[dict[str, list[int]]], pad_id: int) -> dict[str, torc
         attention[row, : len(example["input_ids"])] = 1
         labels[row, : len(example["labels"])] = torch.tensor(example["labels"])
     return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
-
-
-@dataclass(frozen=True)
-class LMHead:
-    """A causal LM split at its output projection: logits = scale * backbone(ids) @ weight.T."""
-
-    backbone: torch.nn.Module
-    weight: torch.Tensor
-    scale: float = 1.0
-
-
-# Logit transforms other than a plain multiplier: such models keep the library's own loss.
-_UNSUPPORTED_LOGIT_TRANSFORMS = ("final_logit_softcapping", "output_multiplier", "lm_head_multiplier", "logits_scaling")
-
-
-def split_lm_head(model: torch.nn.Module) -> LMHead | None:
-    """The backbone and projection of a causal LM (peft-wrapped or not), or None when its
-    logits are more than a scaled projection of the last hidden state (softcapping, a biased
-    or trained head, an encoder-decoder): those go through `model(...)` as usual."""
-    base = model.get_base_model() if isinstance(model, PeftModel) else model
-    config = base.config
-    head = base.get_output_embeddings() if hasattr(base, "get_output_embeddings") else None
-    text_config = config.get_text_config()
-    if (
-        config.is_encoder_decoder
-        or not isinstance(head, torch.nn.Linear)
-        or head.bias is not None
-        or any(getattr(text_config, name, None) is not None for name in _UNSUPPORTED_LOGIT_TRANSFORMS)
-        or not hasattr(base, base.base_model_prefix)
-    ):
-        return None
-    return LMHead(getattr(base, base.base_model_prefix), head.weight, float(getattr(text_config, "logit_scale", None) or 1.0))
-
-
-# One chunk of logits holds about this many floats (256 tokens x Gemma's 262k vocabulary, 256 MB in
-# float32): bounded memory at any batch size, yet chunks big enough that CPU matmuls stay efficient.
-_LOGITS_PER_CHUNK = 2**26
-
-
-def chunked_token_nll(
-    hidden: torch.Tensor, head: LMHead, targets: torch.Tensor, with_grad: bool = False
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Per-token NLL of `targets` under `hidden @ head.weight.T`, a chunk of tokens at a time,
-    so that the (tokens, vocab) float32 logits never exist at once. With `with_grad`, also
-    d(sum NLL)/d(hidden), computed in the same pass: (softmax - one_hot) @ weight."""
-    weight, chunk = head.weight, max(1, _LOGITS_PER_CHUNK // head.weight.shape[0])
-    nll = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
-    grad = torch.empty_like(hidden) if with_grad else None
-    for start in range(0, hidden.shape[0], chunk):
-        rows = slice(start, start + chunk)
-        logits = (hidden[rows].to(weight.dtype) @ weight.T).float()
-        if head.scale != 1.0:
-            logits.mul_(head.scale)
-        target = targets[rows, None]
-        log_normaliser = logits.logsumexp(dim=-1, keepdim=True)
-        nll[rows] = (log_normaliser - logits.gather(-1, target)).squeeze(-1)
-        if grad is not None:
-            probs = logits.sub_(log_normaliser).exp_()  # in place: one chunk of logits alive
-            probs.scatter_add_(-1, target, torch.full_like(target, -1.0, dtype=probs.dtype))
-            if head.scale != 1.0:
-                probs.mul_(head.scale)
-            grad[rows] = (probs.to(weight.dtype) @ weight).to(hidden.dtype)
-    return nll, grad
-
-
-class _FusedLinearCrossEntropy(torch.autograd.Function):
-    """Summed NLL whose gradient was computed alongside it: backward only scales it. Costs the
-    same two matmuls as logits + cross-entropy, with one chunk of logits in memory. The head
-    must be frozen (LoRA trains the backbone only)."""
-
-    @staticmethod
-    def forward(ctx, hidden: torch.Tensor, head: LMHead, targets: torch.Tensor) -> torch.Tensor:
-        nll, grad = chunked_token_nll(hidden.detach(), head, targets, with_grad=True)
-        ctx.save_for_backward(grad)
-        return nll.sum()
-
-    @staticmethod
-    def backward(ctx, grad_output: torch.Tensor):
-        (grad,) = ctx.saved_tensors
-        return grad * grad_output.to(grad.dtype), None, None
-
-
-def causal_lm_loss(head: LMHead, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Mean next-token NLL over the labelled positions (what `model(**batch).loss` returns),
-    with the output projection applied to those positions only."""
-    hidden = head.backbone(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
-    labels = batch["labels"][:, 1:]
-    labelled = labels != -100
-    total = _FusedLinearCrossEntropy.apply(hidden.last_hidden_state[:, :-1][labelled], head, labels[labelled])
-    return total / labelled.sum().clamp(min=1)
 
 
 def _save_checkpoint(path: Path, model, optimizer, scheduler, step: int, losses: list[float],
@@ -359,7 +263,7 @@ def train_with_objective(
         output_dir.mkdir(parents=True, exist_ok=True)
         accelerator.unwrap_model(model).save_pretrained(output_dir)
         meta = {"base_model": model_config.model_dump(), "train": config.model_dump(), "summary": asdict(summary)}
-        (output_dir / ADAPTER_META).write_text(json.dumps(meta, indent=2))
+        write_adapter_meta(output_dir, meta)
         if state_file and state_file.exists():
             state_file.unlink()  # finished: the adapter itself is the result
     accelerator.wait_for_everyone()
@@ -386,7 +290,7 @@ def _launch_processes(
     if finished.returncode != 0:
         raise RuntimeError(f"multi-process training ({config.num_processes} processes) failed with exit "
                            f"code {finished.returncode}; its processes' errors are above")
-    return TrainSummary(**json.loads((output_dir / ADAPTER_META).read_text())["summary"])
+    return TrainSummary(**read_adapter_meta(output_dir)["summary"])
 
 
 def peft_lora_config(lora: LoraSettings, is_seq2seq: bool = False) -> LoraConfig:
@@ -400,24 +304,6 @@ def checkpoint_key(model_config: ModelConfig, config: TrainConfig, data_hash: st
     """A stable name for one training setting, so that a rerun finds its checkpoint."""
     payload = json.dumps([model_config.model_dump(), config.model_dump(), data_hash], sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
-def load_adapter(loaded: LoadedModel, adapter_dir: Path) -> LoadedModel:
-    """The base model with an adapter applied, for generation and evaluation."""
-    model = PeftModel.from_pretrained(loaded.model, str(adapter_dir))
-    model.eval()
-    return LoadedModel(model, loaded.tokenizer, loaded.device, loaded.is_seq2seq)
-
-
-def load_model_under_test(model: ModelConfig, adapter_dir: Path | str | None) -> LoadedModel:
-    """The base model, with the adapter at `adapter_dir` applied when there is one."""
-    loaded = load_base_model(model)
-    return load_adapter(loaded, Path(adapter_dir)) if adapter_dir else loaded
-
-
-def read_adapter_meta(adapter_dir: Path) -> dict:
-    path = Path(adapter_dir) / ADAPTER_META
-    return json.loads(path.read_text()) if path.exists() else {}
 
 
 if __name__ == "__main__":

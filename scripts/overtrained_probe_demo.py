@@ -22,11 +22,12 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from mbad.adapters import load_adapter  # noqa: E402
 from mbad.config import PAPER_LANGUAGES, DataConfig, KnowledgeConfig, ModelConfig, TrainConfig  # noqa: E402
 from mbad.data import load_pairs, select  # noqa: E402
 from mbad.eval.probes import PROBES, run_probes, summarise_probes  # noqa: E402
 from mbad.models import load_base_model  # noqa: E402
-from mbad.training import load_adapter, train_lora_adapter  # noqa: E402
+from mbad.training import train_lora_adapter  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -5,13 +5,13 @@ import pandas as pd
 from zenml import step
 from zenml.client import Client
 
+from mbad.adapters import AdapterDirectory, load_model_under_test
 from mbad.config import GenerationConfig, JudgeConfig, KnowledgeConfig, ModelConfig
 from mbad.data import select
 from mbad.eval.judges import FittedJudge, make_judge, score_frame
 from mbad.eval.probes import completion_nll, run_probes
 from mbad.generation import generate_for_targets
 from mbad.models import load_base_model
-from mbad.training import AdapterDirectory, load_model_under_test
 
 
 @step

@@ -10,6 +10,7 @@ from zenml.client import Client
 from zenml.enums import ArtifactType, ModelStages
 from zenml.logger import get_logger
 
+from mbad.adapters import AdapterDirectory
 from mbad.aliases import describe, move_aliases
 from mbad.eval.fidelity import add_detected_language
 from mbad.gate import Evidence, evidence_of
@@ -25,7 +26,6 @@ from mbad.promotion import (
     set_version_tags,
 )
 from mbad.registry import download_adapter
-from mbad.training import AdapterDirectory
 from steps._stack import mlflow_client, mlflow_uri
 
 logger = get_logger(__name__)

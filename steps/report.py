@@ -7,6 +7,7 @@ import pandas as pd
 from zenml import get_step_context, log_metadata, step
 from zenml.types import HTMLString
 
+from mbad.adapters import AdapterDirectory, read_adapter_meta
 from mbad.config import DetoxConfig
 from mbad.data import resolve_source
 from mbad.eval.compare import FIGURES, clusters_for, paired_estimates
@@ -18,7 +19,6 @@ from mbad.promotion import evidence_table
 from mbad.registry import register_adapter, version_tags
 from mbad.report import format_table, metrics_for_mlflow, plot_comparison, png_to_image, render_html
 from mbad.tracking import log_training
-from mbad.training import AdapterDirectory, read_adapter_meta
 from steps._stack import EXPERIMENT_TRACKER
 
 EVIDENCE_FILE = "evidence/clusters.csv"

@@ -3,10 +3,10 @@ from typing import Annotated
 import pandas as pd
 from zenml import step
 
+from mbad.adapters import AdapterDirectory, load_model_under_test
 from mbad.config import ModelConfig, RepresentationConfig
 from mbad.data import select
 from mbad.representations import language_separation, sentence_embeddings
-from mbad.training import AdapterDirectory, load_model_under_test
 
 
 @step

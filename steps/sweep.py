@@ -6,6 +6,7 @@ import pandas as pd
 from zenml import get_step_context, log_metadata, step
 from zenml.types import HTMLString
 
+from mbad.adapters import read_adapter_meta
 from mbad.config import SweepConfig
 from mbad.eval.compare import FIGURES, clusters_for, paired_estimates
 from mbad.eval.fidelity import add_detected_language
@@ -23,7 +24,6 @@ from mbad.sweep import (
     tidy_rows,
     transfer_matrix,
 )
-from mbad.training import read_adapter_meta
 from steps._stack import EXPERIMENT_TRACKER
 
 

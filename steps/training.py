@@ -9,13 +9,14 @@ from zenml.client import Client
 from zenml.enums import ArtifactType
 from zenml.io import fileio
 
+from mbad.adapters import AdapterDirectory
 from mbad.checkpoints import CheckpointMirror
 from mbad.config import ModelConfig, TrainConfig
 from mbad.data import select
 from mbad.dpo import train_dpo_adapter
 from mbad.paths import mbad_home
 from mbad.tracking import log_training
-from mbad.training import AdapterDirectory, checkpoint_key, train_lora_adapter
+from mbad.training import checkpoint_key, train_lora_adapter
 from steps._stack import EXPERIMENT_TRACKER
 
 

@@ -12,8 +12,8 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from mbad.adapters import read_adapter_meta
 from mbad.tracking import tracking_uri
-from mbad.training import read_adapter_meta
 from tests.conftest import SHARED_DATA
 from tests.corruptions import CASES
 from tests.integration.conftest import run_detox_training, write_run_config

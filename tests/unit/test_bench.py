@@ -15,12 +15,13 @@ from transformers.generation.logits_process import TemperatureLogitsWarper, TopK
 
 import mbad.eval.probes
 import mbad.eval.probes.scoring
-import mbad.training
+import mbad.lm_head
 from mbad.config import DetoxConfig, ModelConfig
 from mbad.data import select
 from mbad.generation import TopKTopPSampler
+from mbad.lm_head import causal_lm_loss, chunked_token_nll, split_lm_head
 from mbad.models import load_base_model
-from mbad.training import causal_lm_loss, chunked_token_nll, collate, split_lm_head, tokenize_for_lm
+from mbad.training import collate, tokenize_for_lm
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -58,7 +59,7 @@ def test_fused_loss_matches_the_library_loss_and_gradients(tiny_model_dir, pairs
         return loss.detach(), [p.grad.clone() for name, p in model.named_parameters() if "lora_B" in name]
 
     reference, reference_grads = loss_and_grads(lambda: model(**batch).loss)
-    monkeypatch.setattr(mbad.training, "_LOGITS_PER_CHUNK", 7 * head.weight.shape[0])  # several chunks of 7 tokens
+    monkeypatch.setattr(mbad.lm_head, "LOGITS_PER_CHUNK", 7 * head.weight.shape[0])  # several chunks of 7 tokens
     fused, fused_grads = loss_and_grads(lambda: causal_lm_loss(head, batch))
     torch.testing.assert_close(fused, reference)
     for ours, theirs in zip(fused_grads, reference_grads, strict=True):
@@ -69,7 +70,7 @@ def test_fused_loss_matches_the_library_loss_and_gradients(tiny_model_dir, pairs
 def test_chunked_perplexity_matches_full_logits(tiny_model_dir, pairs, monkeypatch):
     loaded = load_base_model(ModelConfig(name_or_path=str(tiny_model_dir)))
     texts = select(pairs, "test", ["en", "am"], max_per_language=4)["neutral"].tolist()
-    monkeypatch.setattr(mbad.training, "_LOGITS_PER_CHUNK", 5 * loaded.model.config.vocab_size)
+    monkeypatch.setattr(mbad.lm_head, "LOGITS_PER_CHUNK", 5 * loaded.model.config.vocab_size)
     chunked = mbad.eval.probes.mean_token_nll(loaded, texts, batch_size=3)
     monkeypatch.setattr(mbad.eval.probes.scoring, "split_lm_head", lambda model: None)
     assert chunked == pytest.approx(mbad.eval.probes.mean_token_nll(loaded, texts, batch_size=3), rel=1e-5)
@@ -77,7 +78,7 @@ def test_chunked_perplexity_matches_full_logits(tiny_model_dir, pairs, monkeypat
     head = split_lm_head(loaded.model)
     hidden = torch.randn(9, head.weight.shape[1])
     targets = torch.randint(0, head.weight.shape[0], (9,))
-    scaled = mbad.training.LMHead(head.backbone, head.weight, scale=0.25)
+    scaled = mbad.lm_head.LMHead(head.backbone, head.weight, scale=0.25)
     expected = torch.nn.functional.cross_entropy(0.25 * hidden @ head.weight.T, targets, reduction="none")
     torch.testing.assert_close(chunked_token_nll(hidden, scaled, targets)[0], expected)
 

@@ -15,6 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from mbad.adapters import load_adapter, read_adapter_meta
 from mbad.config import DetoxConfig, ModelConfig, TrainConfig
 from mbad.data import select
 from mbad.dpo import (
@@ -26,8 +27,8 @@ from mbad.dpo import (
     tokenize_preferences,
     train_dpo_adapter,
 )
+from mbad.lm_head import split_lm_head
 from mbad.models import load_base_model
-from mbad.training import load_adapter, read_adapter_meta, split_lm_head
 from tests.conftest import REPO_ROOT
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
+from mbad.adapters import load_adapter
 from mbad.config import GenerationConfig, ModelConfig, TrainConfig
 from mbad.data import select
 from mbad.generation import TopKTopPSampler, generate_completions, generate_for_targets, in_dtype, stream_uniforms
 from mbad.models import load_base_model
-from mbad.training import load_adapter, train_lora_adapter
+from mbad.training import train_lora_adapter
 
 
 @pytest.fixture(scope="module")

@@ -14,12 +14,13 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
+from mbad.adapters import load_adapter, read_adapter_meta
 from mbad.config import GenerationConfig, KnowledgeConfig, ModelConfig, TrainConfig
 from mbad.data import select
 from mbad.eval.probes import run_probes, summarise_probes
 from mbad.generation import generate_completions, generate_for_targets
 from mbad.models import load_base_model, load_tokenizer, resolve_model_path
-from mbad.training import load_adapter, read_adapter_meta, shard_batches, train_lora_adapter
+from mbad.training import shard_batches, train_lora_adapter
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

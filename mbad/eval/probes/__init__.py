@@ -31,8 +31,8 @@ from mbad.eval.probes.fluency import completion_nll
 from mbad.eval.probes.indomain import indomain_perplexity
 from mbad.eval.probes.scoring import continuation_nll, mean_token_nll, text_nll
 from mbad.eval.probes.udhr import udhr_perplexity
+from mbad.lm_head import split_lm_head
 from mbad.models import LoadedModel
-from mbad.training import split_lm_head
 
 ProbeFunction = Callable[[LoadedModel, pd.DataFrame, KnowledgeConfig], pd.DataFrame]
 PROBE_COLUMNS = ["probe", "lang", "item", "value", "weight"]

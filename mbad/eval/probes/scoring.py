@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
+from mbad.lm_head import chunked_token_nll, split_lm_head
 from mbad.models import LoadedModel
-from mbad.training import chunked_token_nll, split_lm_head
 
 
 def _encode(loaded: LoadedModel, contexts: list[str], continuations: list[str]) -> list[tuple[list[int], list[int]]]:
