@@ -30,7 +30,8 @@ from mbad.models import load_base_model
 from mbad.registry import register_adapter, version_tags
 from mbad.report import metrics_for_mlflow, plot_comparison, render_html
 from mbad.tracking import ensure_experiments
-from mbad.training import checkpoint_key, train_lora_adapter
+from mbad.train.checkpoints import checkpoint_key
+from mbad.train.sft import train_sft_adapter
 from mbad.validation import DataValidationError, validate_pairs
 
 
@@ -76,7 +77,7 @@ def run_quickstart_directly(config: DetoxConfig, home: Path, experiment: str = "
                              train.seed, role="adapter")
             key = checkpoint_key(config.model, train, data_hash)
             adapter_dir = home / "adapters" / key
-            summary = train_lora_adapter(neutral["neutral"].tolist(), config.model, train, adapter_dir, home / "checkpoints" / key)
+            summary = train_sft_adapter(neutral["neutral"].tolist(), config.model, train, adapter_dir, home / "checkpoints" / key)
             mlflow.log_params({f"train.{name}": value for name, value in train.model_dump().items() if name != "lora"})
             mlflow.log_params({f"lora.{name}": value for name, value in train.lora.model_dump().items()})
             for index, loss in enumerate(summary.losses, start=1):

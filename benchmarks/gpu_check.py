@@ -30,7 +30,8 @@ sys.path.insert(0, str(REPO_ROOT))
 
 import mbad.eval.probes  # noqa: E402
 import mbad.eval.probes.scoring  # noqa: E402
-import mbad.training  # noqa: E402
+import mbad.train.loop  # noqa: E402
+import mbad.train.sft  # noqa: E402
 from benchmarks.sections import seed_loop_generate  # noqa: E402
 from mbad.config import GenerationConfig, ModelConfig, TrainConfig  # noqa: E402
 from mbad.data import load_directory, select  # noqa: E402
@@ -160,19 +161,19 @@ def train_once(model_dir: Path, texts: list[str], batch: int, epochs: int, quant
     model = ModelConfig(name_or_path=str(model_dir), quantization=quantization)
     loaded = load_base_model(model)
     n_params = sum(p.numel() for p in loaded.model.parameters())  # tied embeddings counted once
-    split = mbad.training.split_lm_head
+    split = mbad.train.loop.split_lm_head
     if not fused:  # the A/B of the fused output projection + loss
-        mbad.training.split_lm_head = lambda model: None
+        mbad.train.loop.split_lm_head = lambda model: None
     try:
         with tempfile.TemporaryDirectory() as scratch:
             config = TrainConfig(batch_size=batch, epochs=epochs, checkpoint_every=0)
-            train = mbad.training.train_lora_adapter
+            train = mbad.train.sft.train_sft_adapter
             # Warm-up on every batch shape of the measured run (one epoch), then the run itself.
             train(texts, model, config.model_copy(update={"epochs": 1}), Path(scratch) / "warm", loaded=loaded)
             reset_peak()
             summary = train(texts, model, config, Path(scratch) / "adapter", loaded=loaded)
     finally:
-        mbad.training.split_lm_head = split
+        mbad.train.loop.split_lm_head = split
     return {"batch_size": batch, "quantization": quantization, "fused_loss": fused, "steps": summary.steps,
             "tokens": summary.tokens, "tokens_per_s": summary.tokens_per_second, "params": n_params,
             "peak_memory_mb": peak_mb(), "final_loss": summary.final_loss}

@@ -25,7 +25,7 @@ from mbad.config import DetoxConfig, GenerationConfig, LoraSettings, ModelConfig
 from mbad.generation import generate_completions
 from mbad.models import LoadedModel, load_base_model, native_bfloat16
 from mbad.paths import REPO_ROOT
-from mbad.training import peft_lora_config
+from mbad.train.loop import peft_lora_config
 
 
 def machine_description() -> dict:
@@ -188,12 +188,12 @@ def _peak_memory_mb(device: torch.device) -> float:
 
 
 def _train_ours(texts: list[str], model: ModelConfig, config: TrainConfig, scratch: Path) -> dict:
-    from mbad.training import train_lora_adapter
+    from mbad.train.sft import train_sft_adapter
 
     loaded = load_base_model(model)
     if loaded.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(loaded.device)
-    summary = train_lora_adapter(texts, model, config, scratch / "adapter", loaded=loaded)
+    summary = train_sft_adapter(texts, model, config, scratch / "adapter", loaded=loaded)
     return {"tokens": summary.tokens, "seconds": summary.seconds, "steps": summary.steps,
             "final_loss": summary.final_loss, "peak_memory_mb": _peak_memory_mb(loaded.device)}
 
@@ -205,7 +205,7 @@ def _train_trl(texts: list[str], model: ModelConfig, config: TrainConfig, scratc
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    from mbad.training import tokenize_for_lm
+    from mbad.train.data import tokenize_for_lm
 
     loaded = load_base_model(model)
     # Our tokenization (and EOS choice) for both sides: TRL would append EOS to every text.
@@ -235,7 +235,7 @@ def _train_trl(texts: list[str], model: ModelConfig, config: TrainConfig, scratc
 
 def _dpo_ours(pairs: tuple[list[str], list[str]], model: ModelConfig, config: TrainConfig, scratch: Path) -> dict:
     """Our DPO, timed whole: its reference scoring (once, before training) counts too."""
-    from mbad.dpo import train_dpo_adapter
+    from mbad.train.dpo import train_dpo_adapter
 
     loaded = load_base_model(model)
     if loaded.device.type == "cuda":
@@ -254,7 +254,7 @@ def _dpo_trl(pairs: tuple[list[str], list[str]], model: ModelConfig, config: Tra
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
-    from mbad.dpo import preference_pairs, tokenize_preferences
+    from mbad.train.dpo import preference_pairs, tokenize_preferences
 
     loaded = load_base_model(model)
     preferences = preference_pairs(*pairs, config.dpo.prompt_template or "Complete the sentence: {toxic}")

@@ -27,7 +27,7 @@ from mbad.config import PAPER_LANGUAGES, DataConfig, KnowledgeConfig, ModelConfi
 from mbad.data import load_pairs, select  # noqa: E402
 from mbad.eval.probes import PROBES, run_probes, summarise_probes  # noqa: E402
 from mbad.models import load_base_model  # noqa: E402
-from mbad.training import train_lora_adapter  # noqa: E402
+from mbad.train.sft import train_sft_adapter  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     base = run_probes(loaded, test_pairs, knowledge)
     probed = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="mbad-overtrained-") as scratch:
-        summary = train_lora_adapter(texts, model_config, train_config, Path(scratch) / "adapter", loaded=loaded)
+        summary = train_sft_adapter(texts, model_config, train_config, Path(scratch) / "adapter", loaded=loaded)
         trained = time.perf_counter()
         tuned = run_probes(load_adapter(loaded, Path(scratch) / "adapter"), test_pairs, knowledge)
     finished = time.perf_counter()

@@ -10,13 +10,13 @@ from zenml.enums import ArtifactType
 from zenml.io import fileio
 
 from mbad.adapters import AdapterDirectory
-from mbad.checkpoints import CheckpointMirror
 from mbad.config import ModelConfig, TrainConfig
 from mbad.data import select
-from mbad.dpo import train_dpo_adapter
 from mbad.paths import mbad_home
 from mbad.tracking import log_training
-from mbad.training import checkpoint_key, train_lora_adapter
+from mbad.train.checkpoints import CheckpointMirror, checkpoint_key
+from mbad.train.dpo import train_dpo_adapter
+from mbad.train.sft import train_sft_adapter
 from steps._stack import EXPERIMENT_TRACKER
 
 
@@ -39,7 +39,7 @@ def train_adapter(
         if train.method == "dpo":
             summary = train_dpo_adapter(rows["toxic"].tolist(), rows["neutral"].tolist(), model, train, output, checkpoints)
         else:
-            summary = train_lora_adapter(rows["neutral"].tolist(), model, train, output, checkpoints)
+            summary = train_sft_adapter(rows["neutral"].tolist(), model, train, output, checkpoints)
     if log_to_mlflow and mlflow.active_run():
         log_training(train.model_dump(), asdict(summary))
     log_metadata(metadata={"train_examples": summary.examples, "train_steps": summary.steps,

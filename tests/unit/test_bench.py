@@ -21,7 +21,7 @@ from mbad.data import select
 from mbad.generation import TopKTopPSampler
 from mbad.lm_head import causal_lm_loss, chunked_token_nll, split_lm_head
 from mbad.models import load_base_model
-from mbad.training import collate, tokenize_for_lm
+from mbad.train.data import collate, tokenize_for_lm
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -18,7 +18,9 @@ import torch.nn.functional as F
 from mbad.adapters import load_adapter, read_adapter_meta
 from mbad.config import DetoxConfig, ModelConfig, TrainConfig
 from mbad.data import select
-from mbad.dpo import (
+from mbad.lm_head import split_lm_head
+from mbad.models import load_base_model
+from mbad.train.dpo import (
     collate_preferences,
     dpo_loss,
     preference_margins,
@@ -27,8 +29,6 @@ from mbad.dpo import (
     tokenize_preferences,
     train_dpo_adapter,
 )
-from mbad.lm_head import split_lm_head
-from mbad.models import load_base_model
 from tests.conftest import REPO_ROOT
 
 
@@ -94,7 +94,7 @@ def test_killed_dpo_training_resumes_from_its_checkpoint(tiny_model_dir, pairs, 
     config = TrainConfig(method="dpo", epochs=2, batch_size=2, checkpoint_every=1)
     script = (
         "import json, sys; from pathlib import Path; sys.path.insert(0, %r)\n"
-        "from mbad.config import ModelConfig, TrainConfig\nfrom mbad.dpo import train_dpo_adapter\n"
+        "from mbad.config import ModelConfig, TrainConfig\nfrom mbad.train.dpo import train_dpo_adapter\n"
         "toxic, neutral = json.loads(Path(%r).read_text())\n"
         "train_dpo_adapter(toxic, neutral, ModelConfig(name_or_path=%r), TrainConfig(**json.loads(%r)), Path(%r), Path(%r))\n"
     ) % (str(REPO_ROOT), str(tmp_path / "pairs.json"), str(tiny_model_dir), config.model_dump_json(),

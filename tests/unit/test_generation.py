@@ -10,7 +10,7 @@ from mbad.config import GenerationConfig, ModelConfig, TrainConfig
 from mbad.data import select
 from mbad.generation import TopKTopPSampler, generate_completions, generate_for_targets, in_dtype, stream_uniforms
 from mbad.models import load_base_model
-from mbad.training import train_lora_adapter
+from mbad.train.sft import train_sft_adapter
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def test_base_and_fine_tuned_models_share_random_streams(loaded, tiny_model_dir,
     completions, because both models draw each token with the same uniform number."""
     texts = select(pairs, "train", ["en"], max_per_language=8, role="adapter")["neutral"].tolist()
     train = TrainConfig(epochs=1, batch_size=4, learning_rate=1e-6, checkpoint_every=0)
-    train_lora_adapter(texts, ModelConfig(name_or_path=str(tiny_model_dir)), train, tmp_path / "adapter")
+    train_sft_adapter(texts, ModelConfig(name_or_path=str(tiny_model_dir)), train, tmp_path / "adapter")
     prompts = [f"Complete the sentence: {text}" for text in select(pairs, "test", ["en"], max_per_language=6)["toxic"]]
     config = GenerationConfig(max_new_tokens=8, num_samples=2, temperature=1.0, top_k=0, top_p=1.0, seed=9)
     base = generate_completions(loaded, prompts, config)
@@ -84,7 +84,7 @@ def test_bfloat16_generation_samples_a_copy_and_leaves_the_callers_model_alone(l
     assert generate_for_targets(loaded, prompts, config.model_copy(update={"dtype": "float32"})).equals(as_loaded)
     # A fine-tuned model (base + LoRA adapter) is copied with its adapter.
     texts = select(pairs, "train", ["en"], max_per_language=4, role="adapter")["neutral"].tolist()
-    train_lora_adapter(texts, ModelConfig(name_or_path=str(tiny_model_dir)), TrainConfig(epochs=1, batch_size=4, checkpoint_every=0),
+    train_sft_adapter(texts, ModelConfig(name_or_path=str(tiny_model_dir)), TrainConfig(epochs=1, batch_size=4, checkpoint_every=0),
                        tmp_path / "adapter")
     tuned = load_adapter(load_base_model(ModelConfig(name_or_path=str(tiny_model_dir))), tmp_path / "adapter")
     tuned_bf16 = in_dtype(tuned, "bfloat16")

@@ -20,7 +20,8 @@ from mbad.data import select
 from mbad.eval.probes import run_probes, summarise_probes
 from mbad.generation import generate_completions, generate_for_targets
 from mbad.models import load_base_model, load_tokenizer, resolve_model_path
-from mbad.training import shard_batches, train_lora_adapter
+from mbad.train.data import shard_batches
+from mbad.train.sft import train_sft_adapter
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -76,7 +77,7 @@ def test_lora_training_lowers_the_loss_and_saves_an_adapter(tiny_model_dir, pair
     texts = select(pairs, "train", ["en"], max_per_language=16)["neutral"].tolist()
     model_config = ModelConfig(name_or_path=str(tiny_model_dir))
     config = TrainConfig(epochs=8, batch_size=4, learning_rate=5e-3, checkpoint_every=0)
-    summary = train_lora_adapter(texts, model_config, config, tmp_path / "adapter")
+    summary = train_sft_adapter(texts, model_config, config, tmp_path / "adapter")
     assert summary.steps == 8 * 4
     assert sum(summary.losses[-4:]) < sum(summary.losses[:4])
     assert {"adapter_model.safetensors", "adapter_config.json"} <= {p.name for p in (tmp_path / "adapter").iterdir()}
@@ -102,7 +103,7 @@ def test_training_with_two_processes_shares_the_batches(tiny_model_dir, pairs, t
     texts = select(pairs, "train", ["en"], max_per_language=16)["neutral"].tolist()
     model_config = ModelConfig(name_or_path=str(tiny_model_dir))
     config = TrainConfig(epochs=6, batch_size=4, learning_rate=5e-3, checkpoint_every=0, num_processes=2)
-    summary = train_lora_adapter(texts, model_config, config, tmp_path / "adapter")
+    summary = train_sft_adapter(texts, model_config, config, tmp_path / "adapter")
     # 4 batches a epoch, 2 for each process: 2 optimizer steps a epoch, every sentence seen once.
     assert summary.steps == 6 * 2
     tokenizer = load_base_model(model_config).tokenizer
@@ -126,8 +127,8 @@ def test_two_processes_follow_the_schedule_and_weights_of_one_on_the_same_global
     texts = select(pairs, "train", ["en"], max_per_language=16)["neutral"].tolist()
     model_config = ModelConfig(name_or_path=str(tiny_model_dir))
     common = {"epochs": 3, "batch_size": 4, "learning_rate": 5e-3, "checkpoint_every": 0, "lora": {"dropout": 0.0}}
-    two = train_lora_adapter(texts, model_config, TrainConfig(**common, num_processes=2), tmp_path / "two")
-    one = train_lora_adapter(texts, model_config, TrainConfig(**common, gradient_accumulation_steps=2), tmp_path / "one")
+    two = train_sft_adapter(texts, model_config, TrainConfig(**common, num_processes=2), tmp_path / "two")
+    one = train_sft_adapter(texts, model_config, TrainConfig(**common, gradient_accumulation_steps=2), tmp_path / "one")
 
     total = 3 * 2  # 4 batches an epoch, 2 in each optimizer step
     assert one.steps == two.steps == total
@@ -144,12 +145,12 @@ def test_two_processes_follow_the_schedule_and_weights_of_one_on_the_same_global
 
 def start_training(texts: list[str], model_dir: Path, config: TrainConfig, adapter: Path, checkpoints: Path,
                    tmp_path: Path) -> subprocess.Popen:
-    """`train_lora_adapter` in a process of its own, which a test may kill."""
+    """`train_sft_adapter` in a process of its own, which a test may kill."""
     (tmp_path / "texts.json").write_text(json.dumps(texts))
     script = (
         "import json, sys; from pathlib import Path; sys.path.insert(0, %r)\n"
-        "from mbad.config import ModelConfig, TrainConfig\nfrom mbad.training import train_lora_adapter\n"
-        "train_lora_adapter(json.loads(Path(%r).read_text()), ModelConfig(name_or_path=%r), "
+        "from mbad.config import ModelConfig, TrainConfig\nfrom mbad.train.sft import train_sft_adapter\n"
+        "train_sft_adapter(json.loads(Path(%r).read_text()), ModelConfig(name_or_path=%r), "
         "TrainConfig(**json.loads(%r)), Path(%r), Path(%r))\n"
     ) % (str(REPO_ROOT), str(tmp_path / "texts.json"), str(model_dir), config.model_dump_json(), str(adapter),
          str(checkpoints))
@@ -179,7 +180,7 @@ def test_killed_training_resumes_from_its_checkpoint(tiny_model_dir, pairs, tmp_
     saved_step = torch.load(tmp_path / "ckpt" / "state.pt", weights_only=False)["step"]
     assert saved_step >= 1
 
-    summary = train_lora_adapter(texts, ModelConfig(name_or_path=str(tiny_model_dir)), config,
+    summary = train_sft_adapter(texts, ModelConfig(name_or_path=str(tiny_model_dir)), config,
                                  tmp_path / "adapter", tmp_path / "ckpt")
     assert summary.resumed_from_step == saved_step
     assert summary.steps == 2 * 150
@@ -191,7 +192,7 @@ def test_a_training_started_over_on_another_machine_resumes_from_the_durable_cop
     copy in the artifact store brings the checkpoint back, and training goes on from it."""
     from zenml.io import fileio
 
-    from mbad.checkpoints import CheckpointMirror
+    from mbad.train.checkpoints import CheckpointMirror
 
     texts = select(pairs, "train", ["en"])["neutral"].tolist()
     config = TrainConfig(epochs=2, batch_size=2, checkpoint_every=1)
@@ -208,7 +209,7 @@ def test_a_training_started_over_on_another_machine_resumes_from_the_durable_cop
     restarted = CheckpointMirror(second / "ckpt", durable, fileio, interval_s=0.02)
     assert restarted.restore() and not restarted.restore()  # once; a local checkpoint is never overwritten
     restarted.start()
-    summary = train_lora_adapter(texts, ModelConfig(name_or_path=str(tiny_model_dir)), config,
+    summary = train_sft_adapter(texts, ModelConfig(name_or_path=str(tiny_model_dir)), config,
                                  second / "adapter", second / "ckpt")
     restarted.finish(trained=True)
     assert summary.resumed_from_step == copied and summary.steps == 2 * 150

@@ -1,9 +1,12 @@
-"""A durable copy of a training's checkpoint, so that a training that starts over on another
-machine (a Kubernetes pod rescheduled onto a new node, with an empty /tmp) resumes where the
-last one stopped.
+"""A training's resumable state, and a durable copy of it.
 
-Training writes its checkpoint (`state.pt`, replaced atomically) into a local directory. A
-`CheckpointMirror` copies it to durable storage (the pipeline's artifact store: a bucket on
+The training loop saves a checkpoint (`state.pt`: adapter weights, optimizer, scheduler, step,
+losses, RNG) into a local directory every few steps, replacing it atomically, and a rerun with
+the same directory (named by `checkpoint_key`) continues from it.
+
+A `CheckpointMirror` keeps a copy of it so that a training that starts over on another machine
+(a Kubernetes pod rescheduled onto a new node, with an empty /tmp) resumes where the last one
+stopped. It copies the checkpoint to durable storage (the pipeline's artifact store: a bucket on
 Kubernetes, a folder locally) whenever it changes, brings it back before training starts when
 the local directory has none, and removes the copy once the adapter is saved. It works the same
 for one training process and for N (the processes only ever write the local file), and it
@@ -16,14 +19,57 @@ needs nothing but a few file operations of the storage: `Storage` below, which
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
 import threading
 from pathlib import Path
 from typing import Protocol
 
+import torch
+from peft import get_peft_model_state_dict, set_peft_model_state_dict
+
+from mbad.config import ModelConfig, TrainConfig
+
 logger = logging.getLogger(__name__)
 
 STATE = "state.pt"
+
+
+def checkpoint_key(model_config: ModelConfig, config: TrainConfig, data_hash: str) -> str:
+    """A stable name for one training setting, so that a rerun finds its checkpoint."""
+    payload = json.dumps([model_config.model_dump(), config.model_dump(), data_hash], sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def save_checkpoint(path: Path, model, optimizer, scheduler, step: int, losses: list[float],
+                    learning_rates: list[float]) -> None:
+    """Adapter weights + optimizer state, written atomically (a kill never leaves half a file)."""
+    path.mkdir(parents=True, exist_ok=True)
+    state = {
+        "adapter": get_peft_model_state_dict(model),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "step": step,
+        "losses": losses,
+        "learning_rates": learning_rates,
+        "rng": torch.get_rng_state(),
+    }
+    scratch = path / f"{STATE}.tmp"
+    torch.save(state, scratch)
+    os.replace(scratch, path / STATE)
+
+
+def restore_checkpoint(path: Path, model, optimizer, scheduler) -> tuple[int, list[float], list[float]]:
+    """Load the checkpoint in `path` into the adapter, optimizer, scheduler and torch's random
+    state; returns the step it was saved at, the losses and the learning rates up to it."""
+    state = torch.load(path / STATE, weights_only=False)
+    set_peft_model_state_dict(model, state["adapter"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng"])
+    return state["step"], state["losses"], state.get("learning_rates", [])
 
 
 class Storage(Protocol):

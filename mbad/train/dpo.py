@@ -7,14 +7,13 @@ DPO's sigmoid loss, -log sigmoid(beta * ((log pi(chosen) - log ref(chosen)) - (l
 - log ref(rejected)))), with log-probabilities summed over the continuation's tokens. The
 reference is the base model itself, scored once before the adapter exists (the adapter starts
 as the identity, so no second copy of the model is held). Training runs through the same loop
-as SFT (`mbad.training.train_with_objective`): LoRA/QLoRA, checkpoints and resume, several
+as SFT (`mbad.train.loop.train_with_objective`): LoRA/QLoRA, checkpoints and resume, several
 processes.
 """
 
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +23,8 @@ import torch.nn.functional as F
 from mbad.config import ModelConfig, TrainConfig
 from mbad.lm_head import LMHead, chunked_token_nll, split_lm_head
 from mbad.models import LoadedModel
-from mbad.training import Objective, TrainSummary, _launch_processes, train_with_objective
+from mbad.train.launch import TrainingJob, launch_processes, needs_launch
+from mbad.train.loop import Objective, TrainSummary, train_with_objective
 
 DEFAULT_TEMPLATE = "Complete the sentence: {toxic}"
 
@@ -177,9 +177,8 @@ def train_dpo_adapter(
     """Fine-tune a LoRA adapter by DPO on the pairs (neutral preferred); resumable as SFT is."""
     if not toxic:
         raise ValueError("no training pairs: check train.source_languages and the data")
-    if config.num_processes > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
-        return _launch_processes({"method": "dpo", "toxic": toxic, "neutral": neutral}, model_config, config, output_dir,
-                                 checkpoint_dir)
+    if needs_launch(config):
+        return launch_processes(TrainingJob("dpo", [toxic, neutral], model_config, config, output_dir, checkpoint_dir))
     return train_with_objective(lambda base: dpo_objective(base, toxic, neutral, config), model_config, config, output_dir,
                                 checkpoint_dir, loaded)
 
