@@ -92,7 +92,7 @@ def model_directory(settings: BenchSettings, pairs, scratch: Path) -> str:
         train = select(pairs, "train")
         # Heads of 32: the smallest vLLM's CPU attention runs.
         return str(build_tiny_causal_lm(scratch / "tiny-gemma", train["neutral"].tolist() + train["toxic"].tolist(), head_dim=32))
-    from mbad.models import resolve_model_path
+    from mbad.model_files import resolve_model_path
 
     return resolve_model_path(settings.model)  # unpacks the packaged model into the user's .mbad once
 

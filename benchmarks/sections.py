@@ -22,8 +22,9 @@ from pathlib import Path
 import torch
 
 from mbad.config import DetoxConfig, GenerationConfig, LoraSettings, ModelConfig, TrainConfig
+from mbad.devices import native_bfloat16
 from mbad.generation import generate_completions
-from mbad.models import LoadedModel, load_base_model, native_bfloat16
+from mbad.models import LoadedModel, load_base_model
 from mbad.paths import REPO_ROOT
 from mbad.train.loop import peft_lora_config
 

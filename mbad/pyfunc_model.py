@@ -25,7 +25,7 @@ MAX_PROMPTS_PER_REQUEST = 256
 
 def serving_model_config(trained: dict[str, Any], device_preference: str) -> dict[str, Any]:
     """The base model's loading settings on this host: the trained ones, minus what the host lacks."""
-    from mbad.models import pick_device
+    from mbad.devices import pick_device
 
     device = pick_device(device_preference)
     settings = dict(trained) | {"device": device.type}

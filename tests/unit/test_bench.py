@@ -121,7 +121,7 @@ def test_quick_bench_reports_all_nine_figures(tmp_path):
     assert all(completion.strip() for completion in results["llamacpp"]["completions"])
     assert (tmp_path / "home" / "bench-peers" / "llamacpp" / ".installed").exists()
     # bfloat16 generation is timed where the CPU has native bfloat16 arithmetic, and only there.
-    from mbad.models import native_bfloat16
+    from mbad.devices import native_bfloat16
 
     assert (results["generation"]["ours_bfloat16_tokens_per_s"] or 0) > 0 if native_bfloat16() else \
         results["generation"]["ours_bfloat16_tokens_per_s"] is None

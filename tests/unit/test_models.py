@@ -19,7 +19,8 @@ from mbad.config import GenerationConfig, KnowledgeConfig, ModelConfig, TrainCon
 from mbad.data import select
 from mbad.eval.probes import run_probes, summarise_probes
 from mbad.generation import generate_completions, generate_for_targets
-from mbad.models import load_base_model, load_tokenizer, resolve_model_path
+from mbad.model_files import resolve_model_path
+from mbad.models import load_base_model, load_tokenizer
 from mbad.train.data import shard_batches
 from mbad.train.sft import train_sft_adapter
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mbad.models import native_bfloat16
+from mbad.devices import native_bfloat16
 
 MAGIC = b"E5S1"
 BLOCK = 32  # weights per 4-bit block

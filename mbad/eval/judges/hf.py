@@ -8,8 +8,9 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from mbad.config import HFJudgeConfig
+from mbad.devices import pick_device
 from mbad.eval.judges.base import JudgeIdentity, package_version
-from mbad.models import pick_device, resolve_model_path
+from mbad.model_files import resolve_model_path
 
 
 class HFJudge(JudgeIdentity):
