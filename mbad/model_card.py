@@ -6,6 +6,7 @@ from __future__ import annotations
 import pandas as pd
 
 from mbad.report import format_table
+from mbad.train.methods import METHODS
 
 GEMMA_TERMS = (
     "The packaged base model google/gemma-3-270m is provided under and subject to the Gemma Terms of Use "
@@ -19,9 +20,7 @@ def model_card(config: dict, estimates: pd.DataFrame, judge: dict[str, str], dat
     """Markdown: what was trained on what, how, results with intervals, the judge, limitations, terms."""
     train, generation, model = config["train"], config["generation"], config["model"]
     method = train.get("method", "sft")
-    beta = train.get("dpo", {}).get("beta", 0.1)
-    objective = ("supervised fine-tuning on the neutral (detoxified) rewrites" if method == "sft"
-                 else f"direct preference optimisation (beta {beta}), neutral rewrite preferred over toxic")
+    objective = METHODS[method].describe(train)
     toxicity = estimates[estimates["metric"] == "toxicity_mean"]
     n_prompts = ", ".join(f"{row.target} {int(row.n)}" for row in toxicity.itertuples()) or "-"
     lines = [

@@ -15,8 +15,7 @@ from mbad.data import select
 from mbad.paths import mbad_home
 from mbad.tracking import log_training
 from mbad.train.checkpoints import CheckpointMirror, checkpoint_key
-from mbad.train.dpo import train_dpo_adapter
-from mbad.train.sft import train_sft_adapter
+from mbad.train.methods import METHODS
 from steps._stack import EXPERIMENT_TRACKER
 
 
@@ -32,14 +31,13 @@ def train_adapter(
     """
     rows = select(pairs, "train", train.source_languages, train.fraction, train.max_examples_per_language, train.seed,
                   role="adapter")
+    method = METHODS[train.method]
+    data = [rows[column].tolist() for column in method.learns_from]
     key = checkpoint_key(model, train, data_hash)
     output, checkpoints = mbad_home() / "adapters" / key, mbad_home() / "checkpoints" / key
     # The checkpoint also lives in the artifact store: a pod started over elsewhere resumes from it.
     with CheckpointMirror(checkpoints, f"{Client().active_stack.artifact_store.path}/mbad-checkpoints/{key}", fileio):
-        if train.method == "dpo":
-            summary = train_dpo_adapter(rows["toxic"].tolist(), rows["neutral"].tolist(), model, train, output, checkpoints)
-        else:
-            summary = train_sft_adapter(rows["neutral"].tolist(), model, train, output, checkpoints)
+        summary = method.train(*data, model, train, output, checkpoints)
     if log_to_mlflow and mlflow.active_run():
         log_training(train.model_dump(), asdict(summary))
     log_metadata(metadata={"train_examples": summary.examples, "train_steps": summary.steps,

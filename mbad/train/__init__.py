@@ -6,4 +6,6 @@ preference (DPO, `dpo`), both through one loop.
 - `checkpoints`: the resumable state on disk, and its durable copy in the artifact store
 - `launch`: one training process per GPU (`python -m mbad.train` is what each process runs)
 - `sft`, `dpo`: the methods, each an objective for the loop
+- `methods`: the table of methods by name (`METHODS`), read by the training step, the launched
+  processes and the model card; `names` lists its names for config validation without torch
 """

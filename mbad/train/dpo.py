@@ -183,6 +183,11 @@ def train_dpo_adapter(
                                 checkpoint_dir, loaded)
 
 
+def describe_dpo(train: dict) -> str:
+    beta = train.get("dpo", {}).get("beta", 0.1)
+    return f"direct preference optimisation (beta {beta}), neutral rewrite preferred over toxic"
+
+
 @torch.no_grad()
 def preference_margins(loaded: LoadedModel, toxic: list[str], neutral: list[str], config: TrainConfig) -> torch.Tensor:
     """Per pair, (chosen log-ratio - rejected log-ratio) of `loaded` (e.g. base + adapter) vs the

@@ -44,3 +44,7 @@ def train_sft_adapter(
         return launch_processes(TrainingJob("sft", [texts], model_config, config, output_dir, checkpoint_dir))
     return train_with_objective(lambda base: sft_objective(base, texts, config), model_config, config, output_dir,
                                 checkpoint_dir, loaded)
+
+
+def describe_sft(train: dict) -> str:
+    return "supervised fine-tuning on the neutral (detoxified) rewrites"
