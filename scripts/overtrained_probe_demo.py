@@ -6,7 +6,7 @@ over-trained model and prints a markdown table: the figure of each, its change, 
 many of the probe's items the over-trained model is worse and better (a perplexity item: NLL
 per token; an accuracy item: right or wrong).
 
-    .venv/bin/python scripts/overtrained_probe_demo.py            # gemma-3-270m, ~10 min on 2 CPU cores
+    .venv/bin/python scripts/overtrained_probe_demo.py            # gemma-3-270m
     .venv/bin/python scripts/overtrained_probe_demo.py --help
 """
 
