@@ -20,7 +20,7 @@ from mbad.config import DetoxConfig
 from mbad.data import content_hash, load_pairs, select
 from mbad.eval.compare import compare_paired
 from mbad.eval.fidelity import add_detected_language
-from mbad.eval.judges import make_judge, score_frame, train_offline_judge
+from mbad.eval.judges import JudgeContext, make_judge, score_frame, train_offline_judge
 from mbad.eval.judges.quality import judge_quality as measure_judge_quality
 from mbad.eval.probes import completion_nll, probe_figures, run_probes
 from mbad.eval.stats import BootstrapConfig
@@ -89,7 +89,7 @@ def run_quickstart_directly(config: DetoxConfig, home: Path, experiment: str = "
         scores, fluency = {}, {}
         for name in ("base", "tuned"):
             with step(f"score_{name}"):
-                scores[name] = score_frame(make_judge(config.judge, fitted=judge), completions[name])
+                scores[name] = score_frame(make_judge(config.judge, JudgeContext(fitted=judge)), completions[name])
             with step(f"fluency_{name}"):
                 fluency[name] = completion_nll(load_base_model(config.model), completions[name], config.knowledge.batch_size)
 

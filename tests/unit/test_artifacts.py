@@ -2,9 +2,8 @@
 
 from pathlib import Path
 
-from mbad.config import ClassifierJudgeConfig
 from mbad.data import select
-from mbad.eval.judges.classifier import train_classifier
+from mbad.eval.judges.classifier import ClassifierJudgeConfig, train_classifier
 
 
 def test_the_judge_artifact_round_trips_and_older_joblib_artifacts_still_load(pairs, tmp_path):
@@ -107,3 +106,27 @@ def test_pair_tables_round_trip_and_hash_their_content(pairs):
     changed = table.copy()
     changed.loc[5, "neutral"] += "!"
     assert second.compute_content_hash(changed) != first.compute_content_hash(table)
+
+
+def test_a_judge_stored_while_its_settings_lived_in_mbad_config_still_loads(pairs, tmp_path, monkeypatch):
+    import pickle
+
+    import mbad.config
+    from materializers.classifier import JUDGE_FILENAME, JudgeMaterializer
+    from mbad.eval.judges import FittedJudge
+    from mbad.eval.judges.classifier import ClassifierJudgeConfig
+    from mbad.eval.judges.ensemble import EnsembleJudgeConfig, train_ensemble
+
+    judge_pairs = select(pairs, "train", ["en", "de"], role="judge").groupby("lang").head(10)
+    judge = train_ensemble(judge_pairs, EnsembleJudgeConfig(per_language_members=False, cv_folds=2))
+    texts, langs = ["you idiot", "guten Morgen"], ["en", "de"]
+    with monkeypatch.context() as old_layout:  # pickled as before: the settings classes named under mbad.config
+        for settings in (ClassifierJudgeConfig, EnsembleJudgeConfig):
+            old_layout.setattr(settings, "__module__", "mbad.config")
+            old_layout.setattr(mbad.config, settings.__name__, settings, raising=False)
+        stored = pickle.dumps(judge, protocol=5)
+    assert b"mbad.config" in stored and b"EnsembleJudgeConfig" in stored
+    (tmp_path / JUDGE_FILENAME).write_bytes(stored)
+    loaded = JudgeMaterializer(str(tmp_path)).load(FittedJudge)
+    assert type(loaded.config) is EnsembleJudgeConfig and type(loaded.config.ngram) is ClassifierJudgeConfig
+    assert loaded.identity == judge.identity and loaded.score(texts, langs) == judge.score(texts, langs)

@@ -6,13 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mbad.config import EnsembleJudgeConfig, HFJudgeConfig, JudgeConfig, PerspectiveJudgeConfig
+from mbad.config import JudgeConfig
 from mbad.data import select
-from mbad.eval.judges import ToxicityJudge, make_judge, score_frame, train_offline_judge
+from mbad.eval.judges import JudgeContext, ToxicityJudge, make_judge, score_frame, train_offline_judge
 from mbad.eval.judges.classifier import ClassifierJudge, auc_by_language, train_classifier
-from mbad.eval.judges.ensemble import EnsembleJudge, train_ensemble
+from mbad.eval.judges.ensemble import EnsembleJudge, EnsembleJudgeConfig, train_ensemble
+from mbad.eval.judges.hf import HFJudgeConfig
 from mbad.eval.judges.lexicon import LexiconJudge
-from mbad.eval.judges.perspective import PerspectiveError, PerspectiveJudge
+from mbad.eval.judges.perspective import PerspectiveError, PerspectiveJudge, PerspectiveJudgeConfig
 from mbad.eval.judges.quality import judge_quality, pair_bootstrap_auc, plot_reliability, rank_agreement, reliability_curve
 from tests.fake_perspective import API_KEY, FakePerspective
 
@@ -153,7 +154,7 @@ def test_classifier_judge_separates_toxic_from_neutral(pairs):
     auc = auc_by_language(classifier, select(pairs, "test"))
     assert set(auc) == set(pairs["lang"])
     assert min(auc.values()) > 0.75, auc
-    judge = make_judge(JudgeConfig(backend="classifier"), fitted=classifier)  # an older, bare pipeline
+    judge = make_judge(JudgeConfig(backend="classifier"), JudgeContext(fitted=classifier))  # an older, bare pipeline
     assert isinstance(judge, ToxicityJudge) and isinstance(judge, ClassifierJudge)
     scores = judge.score(["you are a fucking idiot", "you are a nice person"], ["en", "en"])
     assert scores[0] > scores[1]
@@ -165,7 +166,7 @@ def test_make_judge_refuses_a_missing_or_mismatched_fitted_judge(pairs):
         make_judge(JudgeConfig())
     classifier_judge = ClassifierJudge(train_classifier(select(pairs, "train", ["en"], role="judge"), JudgeConfig().classifier))
     with pytest.raises(ValueError, match="EnsembleJudge"):
-        make_judge(JudgeConfig(backend="ensemble"), fitted=classifier_judge)
+        make_judge(JudgeConfig(backend="ensemble"), JudgeContext(fitted=classifier_judge))
 
 
 def test_the_ensemble_refuses_pairs_other_than_the_judge_role(pairs):

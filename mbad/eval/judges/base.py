@@ -1,4 +1,5 @@
-"""The judge interface, judge identities, and the factory that picks a backend from the config."""
+"""The judge interface, judge identities, and the factory that builds or trains the configured
+backend through the registry (`mbad.eval.judges.registry`; no backend is imported here)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,21 @@ import numpy as np
 import pandas as pd
 import scipy.sparse
 
-from mbad.config import JudgeConfig
+from mbad.eval.judges.registry import JudgeContext, judge_backend
 
-# Backends that learn from the judge-role train pairs (the `train_judge` step fits them).
-OFFLINE_BACKENDS = ("ensemble", "classifier")
+# The offline judge trained next to a backend that does not train (lexicon, perspective, hf): the
+# train_judge step's judge, whose held-out quality is recorded and checked by the gate.
+REFERENCE_BACKEND = "ensemble"
+
+
+class JudgeChoice(Protocol):
+    """What the factory reads of a judge config (`mbad.config.JudgeConfig`, not imported: the
+    config validates its judge settings through this package)."""
+
+    @property
+    def backend(self) -> str: ...
+
+    def settings(self, backend: str | None = None) -> Any: ...
 
 
 @runtime_checkable
@@ -71,20 +83,26 @@ class FittedJudge(JudgeIdentity):
         raise NotImplementedError
 
 
-def train_offline_judge(pairs: pd.DataFrame, config: JudgeConfig) -> FittedJudge:
-    """Fit the configured offline judge (`classifier` for that backend, else `ensemble`, also the
-    reference judge next to an online backend) on the judge-role TRAIN pairs of `pairs` only."""
-    from mbad.eval.judges.classifier import ClassifierJudge, train_classifier
-    from mbad.eval.judges.ensemble import train_ensemble
-
+def train_offline_judge(pairs: pd.DataFrame, config: JudgeChoice) -> FittedJudge:
+    """Fit the configured offline judge (the configured backend when it trains, else the reference
+    `REFERENCE_BACKEND`, next to the online backend) on the judge-role TRAIN pairs of `pairs` only."""
     if "role" not in pairs:
         raise ValueError("train_offline_judge needs the `role` column of mbad.data.load_pairs (judge / adapter / test)")
     judge_pairs = pairs[(pairs["split"] == "train") & (pairs["role"] == "judge")]
     if judge_pairs.empty:
         raise ValueError("no judge-role train pairs: set data.judge_share above 0")
-    if config.backend == "classifier":
-        return ClassifierJudge(train_classifier(judge_pairs, config.classifier))
-    return train_ensemble(judge_pairs, config.ensemble)
+    backend = judge_backend(config.backend)
+    if backend.trainer is None:
+        backend = judge_backend(REFERENCE_BACKEND)
+    return backend.trainer(judge_pairs, config.settings(backend.name))
+
+
+def expect_fitted(backend: str, fitted: Any, expected: type[FittedJudge]) -> FittedJudge:
+    """`fitted` when it is an `expected` judge; else a ValueError saying which judge the backend needs."""
+    if not isinstance(fitted, expected):
+        raise ValueError(f"judge.backend={backend} needs a fitted {expected.__name__}, got {type(fitted).__name__}: "
+                         "train the judge with the same judge config")
+    return fitted
 
 
 def _update_digest(digest: Any, value: Any) -> None:
@@ -131,43 +149,15 @@ def state_hash(*parts: Any) -> str:
     return digest.hexdigest()
 
 
-def make_judge(config: JudgeConfig, fitted: Any = None, api_key: str | None = None,
-               perspective_cache: dict | None = None) -> ToxicityJudge:
-    """Build the configured judge. `fitted` is the trained offline judge (the `train_judge` step's
-    `toxicity_judge`) for the `ensemble` and `classifier` backends; a bare scikit-learn pipeline
-    (an older stored `toxicity_classifier`) is accepted for `classifier`. `perspective_cache`:
-    `shared_dir` and `storage` of a cache shared between machines (see `PerspectiveJudge`)."""
-    if config.backend in OFFLINE_BACKENDS:
-        from mbad.eval.judges.classifier import ClassifierJudge
-        from mbad.eval.judges.ensemble import EnsembleJudge
-
-        if fitted is None:
-            raise ValueError(f"judge.backend={config.backend} needs the trained judge (the train_judge step's toxicity_judge)")
-        expected = EnsembleJudge if config.backend == "ensemble" else ClassifierJudge
-        if config.backend == "classifier" and not isinstance(fitted, ClassifierJudge) and hasattr(fitted, "predict_proba"):
-            fitted = ClassifierJudge(fitted)
-        if not isinstance(fitted, expected):
-            raise ValueError(f"judge.backend={config.backend} needs a fitted {expected.__name__}, got {type(fitted).__name__}: "
-                             "train the judge with the same judge config")
-        return fitted
-    if config.backend == "lexicon":
-        from mbad.eval.judges.lexicon import LexiconJudge
-
-        return LexiconJudge()
-    if config.backend == "perspective":
-        from mbad.eval.judges.perspective import PerspectiveJudge
-
-        if not api_key:
-            raise ValueError(
-                "judge.backend=perspective needs an API key: create the ZenML secret "
-                f"'{config.perspective.secret_name}' with key api_key, or set PERSPECTIVE_API_KEY"
-            )
-        return PerspectiveJudge(api_key, config.perspective, **(perspective_cache or {}))
-    if config.backend == "hf":
-        from mbad.eval.judges.hf import HFJudge
-
-        return HFJudge(config.hf)
-    raise ValueError(f"unknown judge backend {config.backend!r}")
+def make_judge(config: JudgeChoice, context: JudgeContext | None = None) -> ToxicityJudge:
+    """Build the configured judge with its backend's builder and settings. `context` holds what a
+    builder may need from where it runs: the trained offline judge (the `train_judge` step's
+    `toxicity_judge`), which the backends that train need, secrets and a folder shared between machines."""
+    backend = judge_backend(config.backend)
+    context = context or JudgeContext()
+    if backend.trainer is not None and context.fitted is None:
+        raise ValueError(f"judge.backend={config.backend} needs the trained judge (the train_judge step's toxicity_judge)")
+    return backend.builder(config.settings(), context)
 
 
 def score_completions(judge: ToxicityJudge, texts: Sequence[str], langs: Sequence[str]) -> list[float]:

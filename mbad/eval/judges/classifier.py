@@ -14,8 +14,18 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import Pipeline
 
-from mbad.config import ClassifierJudgeConfig
-from mbad.eval.judges.base import FittedJudge, package_version, state_hash
+from mbad.eval.judges.base import FittedJudge, expect_fitted, package_version, state_hash
+from mbad.eval.judges.registry import JudgeContext, JudgeSettings, register_judge
+
+
+class ClassifierJudgeConfig(JudgeSettings):
+    """`judge.classifier`: the character n-grams and the logistic regression's C."""
+
+    ngram_min: int = 1
+    ngram_max: int = 5
+    max_features: int = 300_000
+    C: float = 10.0
+    seed: int = 42
 
 
 def labelled_texts(pairs: pd.DataFrame) -> tuple[list[str], list[int], list[str]]:
@@ -83,3 +93,16 @@ class ClassifierJudge(FittedJudge):
         if not texts:
             return []
         return [float(p) for p in self.classifier.predict_proba(list(texts))[:, 1]]
+
+
+def train_classifier_judge(judge_pairs: pd.DataFrame, config: ClassifierJudgeConfig) -> ClassifierJudge:
+    return ClassifierJudge(train_classifier(judge_pairs, config))
+
+
+@register_judge("classifier", settings=ClassifierJudgeConfig, trainer=train_classifier_judge)
+def build_classifier_judge(config: ClassifierJudgeConfig, context: JudgeContext) -> FittedJudge:
+    """The trained n-gram judge; a bare scikit-learn pipeline (an older stored `toxicity_classifier`) is wrapped."""
+    fitted = context.fitted
+    if not isinstance(fitted, ClassifierJudge) and hasattr(fitted, "predict_proba"):
+        fitted = ClassifierJudge(fitted)
+    return expect_fitted("classifier", fitted, ClassifierJudge)

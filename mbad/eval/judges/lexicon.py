@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from mbad.eval.judges.base import JudgeIdentity, package_version
+from mbad.eval.judges.registry import JudgeContext, register_judge
 
 # glin-profanity's language names for the ISO codes it covers.
 LEXICON_LANGUAGES = {
@@ -44,3 +45,8 @@ class LexiconJudge(JudgeIdentity):
             float(self._filter(lang).is_profane(text)) if lang in LEXICON_LANGUAGES else math.nan
             for text, lang in zip(texts, langs)
         ]
+
+
+@register_judge("lexicon")
+def build_lexicon_judge(config: None, context: JudgeContext) -> LexiconJudge:
+    return LexiconJudge()

@@ -29,13 +29,12 @@ import urllib.request
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
 from urllib.parse import urlparse
 
 from tqdm.auto import tqdm
 
-from mbad.config import PerspectiveJudgeConfig
 from mbad.eval.judges.base import JudgeIdentity
+from mbad.eval.judges.registry import JudgeContext, JudgeSettings, SharedStorage, register_judge
 from mbad.paths import mbad_home
 
 logger = logging.getLogger(__name__)
@@ -46,14 +45,20 @@ UNSUPPORTED_LANGUAGE = "LANGUAGE_NOT_SUPPORTED_BY_ATTRIBUTE"
 SHARD_EVERY = 200  # answers between two shards written to the shared cache
 
 
-class SharedStorage(Protocol):
-    """The few file operations of a shared cache (`zenml.io.fileio` for any artifact store)."""
+class PerspectiveJudgeConfig(JudgeSettings):
+    """`judge.perspective`: the API, its quota and retries, where the key and the cache are."""
 
-    def exists(self, path: str) -> bool: ...
-    def listdir(self, path: str) -> list[str]: ...
-    def copy(self, src: str, dst: str, overwrite: bool = False) -> None: ...
-    def rename(self, src: str, dst: str, overwrite: bool = False) -> None: ...
-    def makedirs(self, path: str) -> None: ...
+    url: str = "https://commentanalyzer.googleapis.com/v1alpha1/comments:analyze"
+    queries_per_second: float = 1.0
+    max_retries: int = 6
+    backoff_seconds: float = 2.0
+    timeout_seconds: float = 30.0
+    # The API key comes from this ZenML secret (key `api_key`) or `PERSPECTIVE_API_KEY`.
+    secret_name: str = "perspective"
+    cache_file: str | None = None  # the local cache; None: $MBAD_HOME/cache/perspective.sqlite
+    # Also keep the answers in the artifact store (<store>/mbad-cache/perspective/, one shard per
+    # batch of answers), so that pods, which start with empty disks, never ask twice.
+    share_cache: bool = True
 
 
 class PerspectiveError(RuntimeError):
@@ -203,3 +208,18 @@ class PerspectiveJudge(JudgeIdentity):
                     raise PerspectiveError(self._redact(f"Perspective API unreachable: {error.reason}")) from None
                 time.sleep(self.config.backoff_seconds * 2**attempt)
         raise AssertionError("unreachable")
+
+
+@register_judge("perspective", settings=PerspectiveJudgeConfig)
+def build_perspective_judge(config: PerspectiveJudgeConfig, context: JudgeContext) -> PerspectiveJudge:
+    """The Perspective judge with the key from the secret store or the environment, sharing its
+    cache under `context.shared_dir` when `share_cache` is on and the context has a shared folder."""
+    api_key = context.secret(config.secret_name, "api_key", env="PERSPECTIVE_API_KEY")
+    if not api_key:
+        raise ValueError(
+            "judge.backend=perspective needs an API key: create the ZenML secret "
+            f"'{config.secret_name}' with key api_key, or set PERSPECTIVE_API_KEY"
+        )
+    if config.share_cache and context.shared_dir:
+        return PerspectiveJudge(api_key, config, shared_dir=f"{context.shared_dir}/perspective", storage=context.storage)
+    return PerspectiveJudge(api_key, config)
