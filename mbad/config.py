@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from mbad.languages import LanguageRegistry
 from mbad.paths import REPO_ROOT
+from mbad.train.names import METHOD_NAMES
 
 PAPER_LANGUAGES = ["en", "es", "de", "ru", "uk", "zh", "ar", "hi", "am"]
 
@@ -40,6 +41,13 @@ def _in_open_unit_interval(section: str, value: float, info: ValidationInfo, why
     if not 0 < value < 1:
         raise ValueError(f"{section}.{info.field_name} must be in (0, 1){why}, got {value}")
     return value
+
+
+def _known_method(field: str, name: str) -> str:
+    """`name` if it names a training method (`mbad.train.methods.METHODS`); else an error naming them."""
+    if name not in METHOD_NAMES:
+        raise ValueError(f"{field} {name!r} is not a training method; the known ones are {', '.join(METHOD_NAMES)}")
+    return name
 
 
 def _unknown_languages(field: str, codes: list[str], languages_file: str) -> str | None:
@@ -133,7 +141,7 @@ class LoraSettings(StrictConfig):
 class DPOSettings(StrictConfig):
     """Direct preference optimisation on the train pairs: the neutral rewrite is preferred
     (chosen) to the toxic sentence (rejected) as the continuation of a prompt built from the
-    toxic sentence's first half, in the evaluation's prompt form (`mbad.dpo`)."""
+    toxic sentence's first half, in the evaluation's prompt form (`mbad.train.dpo`)."""
 
     # Strength of the pull away from the reference (the base model); 0.1 as Li, Yong & Bach 2024.
     beta: float = 0.1
@@ -158,8 +166,9 @@ class DPOSettings(StrictConfig):
 class TrainConfig(StrictConfig):
     """LoRA fine-tuning: SFT on neutral sentences (the paper's X-FT) or DPO on the pairs."""
 
-    # `sft`: next-token prediction on the neutral sentences; `dpo`: neutral preferred to toxic.
-    method: Literal["sft", "dpo"] = "sft"
+    # A training method of `mbad.train.methods.METHODS`: `sft`, next-token prediction on the
+    # neutral sentences; `dpo`, neutral preferred to toxic.
+    method: str = "sft"
     dpo: DPOSettings = Field(default_factory=DPOSettings)
     source_languages: list[str] = Field(default_factory=lambda: ["en"])
     # Share of each source language's train pairs used (the paper's P-FT), sampled with `seed`.
@@ -172,13 +181,18 @@ class TrainConfig(StrictConfig):
     gradient_accumulation_steps: int = 1
     max_length: int = 256
     # End each training sentence with EOS. Off: a model taught to stop after a sentence
-    # answers complete-the-sentence prompts with nothing (see mbad.training.tokenize_for_lm).
+    # answers complete-the-sentence prompts with nothing (see mbad.train.data.tokenize_for_lm).
     append_eos: bool = False
     seed: int = 42
     # Save a resumable checkpoint every N optimizer steps (0: only at the end).
     checkpoint_every: int = 25
     # Processes for multi-GPU training through accelerate (1 on CPU).
     num_processes: int = 1
+
+    @field_validator("method")
+    @classmethod
+    def _registered_method(cls, value: str) -> str:
+        return _known_method("train.method", value)
 
     @field_validator("fraction")
     @classmethod
@@ -385,7 +399,7 @@ class SweepConfig(StrictConfig):
     languages: list[str] = Field(default_factory=lambda: list(PAPER_LANGUAGES))
     modes: list[SweepMode] = Field(default_factory=lambda: ["zs", "xft", "pft", "mft"])
     # Training methods, each run in every mode (an axis of the grid; `method` in the results).
-    methods: list[Literal["sft", "dpo"]] = Field(default_factory=lambda: ["sft"])
+    methods: list[str] = Field(default_factory=lambda: ["sft"])
     fractions: list[float] = Field(default_factory=lambda: [0.1, 0.2, 0.3])
     # M-FT trains on every language at once: the paper used longer sequences there.
     mft_max_length: int = 512
@@ -393,6 +407,11 @@ class SweepConfig(StrictConfig):
     # A Perspective sweep above this many API calls refuses to start unless allowed.
     perspective_budget_calls: int = 20_000
     allow_over_budget: bool = False
+
+    @field_validator("methods")
+    @classmethod
+    def _known_methods(cls, value: list[str]) -> list[str]:
+        return [_known_method("methods", name) for name in value]
 
     @model_validator(mode="after")
     def _known_languages(self) -> SweepConfig:
