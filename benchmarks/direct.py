@@ -107,12 +107,11 @@ def run_quickstart_directly(config: DetoxConfig, home: Path, experiment: str = "
             mlflow.log_params({"base_model": config.model.name_or_path, "judge": config.judge.backend, "data_hash": data_hash,
                                "source_languages": ",".join(train.source_languages),
                                "target_languages": ",".join(config.target_languages)})
-            mlflow.log_metrics(metrics)
             mlflow.log_table(comparison, artifact_file="detox_results.json")
             mlflow.log_text(comparison.to_csv(index=False), "detox_results.csv")
             mlflow.log_image(Image.open(io.BytesIO(png)), "toxicity_change.png")
             mlflow.log_dict(config.model_dump(), "config.json")
             tags = version_tags(train.source_languages, config.target_languages, data_hash, config.model_dump(), metrics)
-            register_adapter(adapter_dir, config.registry.model_name, tags, config.generation.model_dump())
+            register_adapter(adapter_dir, config.registry.model_name, tags, config.generation.model_dump(), metrics=metrics)
             render_html(comparison, png, "mbad: toxicity and perplexity, base vs fine-tuned", {"source": source})
     return seconds

@@ -30,10 +30,11 @@ def pinned_requirements(base_model: str) -> list[str]:
 
 def register_adapter(
     adapter_dir: Path, model_name: str, tags: dict[str, str], generation: dict[str, Any], base_model: str = "",
-    card: str | None = None,
+    card: str | None = None, metrics: dict[str, float] | None = None,
 ) -> str:
     """Log the adapter as a pyfunc model in the active MLflow run and register a new version, with
-    `card` (markdown) as the version's description and the adapter's README.md.
+    `card` (markdown) as the version's description and the adapter's README.md; `metrics` are logged
+    to the run, linked to the logged model.
 
     Returns the new version number. No alias is set: promotion is a separate, gated step.
     """
@@ -50,6 +51,10 @@ def register_adapter(
             model_config={"generation": generation},
             pip_requirements=pinned_requirements(base_model),
         )
+    if metrics:
+        # After the model, with its id: MLflow links a run's earlier metrics to a model it logs by
+        # reading each metric's history back, one request per metric; this is one batch.
+        mlflow.log_metrics(metrics, model_id=info.model_id)
     # The version is created with its tags in one registry call, not one call per tag (slow with dozens).
     version = mlflow.register_model(info.model_uri, model_name, tags=tags)
     if card is not None:

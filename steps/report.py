@@ -99,7 +99,6 @@ def report(
                        "source_languages": ",".join(config.train.source_languages),
                        "target_languages": ",".join(config.target_languages),
                        "num_samples": config.generation.num_samples, "bootstrap_resamples": stats.n_resamples})
-    mlflow.log_metrics(metrics)
     run_id = mlflow.active_run().info.run_id
     if "train_loss" not in mlflow.get_run(run_id).data.metrics:
         # The training step came from cache (the same data, model and settings trained before):
@@ -123,7 +122,7 @@ def report(
     card = model_card(config.model_dump(), estimates, identity, data_hash, data_source, run_id, tags["zenml_run"])
     mlflow.log_text(card, "model_card.md")
     version = register_adapter(Path(adapter.path), config.registry.model_name, tags, config.generation.model_dump(),
-                               base_model=config.model.name_or_path, card=card)
+                               base_model=config.model.name_or_path, card=card, metrics=metrics)
     log_metadata(metadata={"metrics": metrics, "mlflow_model_version": version, "mlflow_run_id": run_id}, infer_model=True)
     log_metadata(metadata={"table": format_table(estimates), "samples_per_prompt": config.generation.num_samples,
                            "mlflow_model_name": config.registry.model_name,

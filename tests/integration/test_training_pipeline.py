@@ -75,6 +75,9 @@ def test_run_completes_and_numbers_agree_in_zenml_and_mlflow(first_run, stack):
     assert version.tags["judge.identity_hash"] and {version.tags["judge.identity_hash"]} == {
         name.partition(":")[2] for name in scores["judge"]}
     assert not client.get_registered_model("mbad-detox").aliases  # promotion is a separate, gated job
+    # The figures are linked to the logged model too (MLflow's model page lists them).
+    linked = {metric.key: metric.value for metric in client.get_logged_model(version.source.removeprefix("models:/")).metrics}
+    assert linked["toxicity_mean/en"] == pytest.approx(logged["toxicity_mean/en"]) and len(linked) >= len(table)
 
     zenml_model = stack.get_model_version("mbad-detox", run.model_version.number)
     assert "metrics" in zenml_model.run_metadata
