@@ -37,6 +37,14 @@ def mlflow_server(stack, tmp_path_factory):
         yield server
 
 
+@pytest.fixture(scope="session")
+def tiny_training_run(stack, tiny_model_dir, tmp_path_factory):
+    """One detox_training run on the tiny model and a few prompts, shared by the tests that only
+    read what it produced: (its run config, the run)."""
+    config_path = write_run_config(tmp_path_factory.mktemp("tiny-run") / "run.yaml", tiny_model_dir)
+    return config_path, run_detox_training(config_path)
+
+
 def write_run_config(path: Path, tiny_model_dir: Path, **config_overrides) -> Path:
     """A ZenML run config for detox_training on the tiny model and a few prompts."""
     config = {

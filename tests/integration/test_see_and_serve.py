@@ -21,7 +21,6 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from mbad.tracking import tracking_uri
-from tests.integration.conftest import run_detox_training, write_run_config
 
 pytestmark = pytest.mark.integration
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -69,11 +68,9 @@ def stop(process: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
 
 
 @pytest.fixture(scope="module")
-def registered(stack, tiny_model_dir, tmp_path_factory):
-    """One detox_training run on the tiny model: (MLflow run id, registered version)."""
-    # Its own training seed: a run of its own, not a cached copy of another test module's run.
-    config_path = write_run_config(tmp_path_factory.mktemp("cfg") / "run.yaml", tiny_model_dir, train={"seed": 11})
-    run = run_detox_training(config_path)
+def registered(stack, tiny_training_run):
+    """The session's tiny detox_training run: (MLflow run id, registered version, ZenML run name)."""
+    _, run = tiny_training_run
     metadata = stack.get_pipeline_run(run.id).steps["report"].run_metadata
     return str(metadata["mlflow_run_id"]), str(metadata["mlflow_model_version"]), run.name
 

@@ -24,9 +24,8 @@ ISSUE_CASES = ["blank_text", "misaligned_counts", "wrong_script", "test_leaked_i
 
 
 @pytest.fixture(scope="module")
-def first_run(stack, tiny_model_dir, tmp_path_factory):
-    config_path = write_run_config(tmp_path_factory.mktemp("cfg") / "run.yaml", tiny_model_dir)
-    return config_path, run_detox_training(config_path)
+def first_run(tiny_training_run):
+    return tiny_training_run
 
 
 def test_run_completes_and_numbers_agree_in_zenml_and_mlflow(first_run, stack):
