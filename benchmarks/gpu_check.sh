@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The GPU check of `make bench` on a lent GPU machine (one H200 here), in one call.
+# The GPU check of `make bench` on a GPU machine without network, in one command.
 #
 #   benchmarks/gpu_check.sh prepare   # HERE, with network: fills .mbad/gpu_check (about 15 MB)
-#   benchmarks/gpu_check.sh           # THERE: run tool, carry [".mbad/gpu_check"], timeout_s <= 480
+#   benchmarks/gpu_check.sh           # THERE, with .mbad/gpu_check copied beside the checkout
 #   benchmarks/gpu_check.sh smoke     # here, on CPU: the same script on a tiny model (random weights)
 #
 # What travels (the GPU machine has no network and the tree may hold 64 MiB): gemma-3-270m's
