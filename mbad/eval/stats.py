@@ -15,6 +15,7 @@ import hashlib
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -28,8 +29,24 @@ def identity(values: np.ndarray) -> np.ndarray:
 TRANSFORMS: dict[str, Transform] = {"mean": identity, "exp": np.exp}
 
 
+class Resampling(Protocol):
+    """How a bootstrap resamples: how many resamples, the interval's confidence and the seed.
+    A run's `mbad.config.StatisticsConfig` is one, so is `BootstrapConfig`."""
+
+    @property
+    def n_resamples(self) -> int: ...
+
+    @property
+    def confidence(self) -> float: ...
+
+    @property
+    def seed(self) -> int: ...
+
+
 @dataclass(frozen=True)
 class BootstrapConfig:
+    """Resampling settings without a run config (the defaults of `StatisticsConfig`)."""
+
     n_resamples: int = 2000
     confidence: float = 0.95
     seed: int = 0
@@ -70,7 +87,7 @@ def stream_seed(seed: int, *labels: str) -> int:
     return int.from_bytes(digest[:8], "little")
 
 
-def resample_indices(n_clusters: int, config: BootstrapConfig, *labels: str) -> np.ndarray:
+def resample_indices(n_clusters: int, config: Resampling, *labels: str) -> np.ndarray:
     """(n_resamples, n_clusters) cluster indices drawn with replacement."""
     rng = np.random.default_rng(stream_seed(config.seed, *labels))
     return rng.integers(0, n_clusters, size=(config.n_resamples, n_clusters))
@@ -121,7 +138,7 @@ class PairedDraws:
 
 def paired_ratio_draws(
     base_num: np.ndarray, base_den: np.ndarray, tuned_num: np.ndarray, tuned_den: np.ndarray,
-    transform: str = "mean", config: BootstrapConfig = BootstrapConfig(), labels: tuple[str, ...] = (),
+    transform: str = "mean", config: Resampling = BootstrapConfig(), labels: tuple[str, ...] = (),
 ) -> PairedDraws:
     """Resample clusters once for both models: transform(sum num / sum den) of base and
     fine-tuned per resample, cluster i of each array being the same prompt (or item)."""
@@ -145,7 +162,7 @@ def paired_ratio_draws(
 
 def paired_ratio_bootstrap(
     base_num: np.ndarray, base_den: np.ndarray, tuned_num: np.ndarray, tuned_den: np.ndarray,
-    transform: str = "mean", config: BootstrapConfig = BootstrapConfig(), labels: tuple[str, ...] = (),
+    transform: str = "mean", config: Resampling = BootstrapConfig(), labels: tuple[str, ...] = (),
 ) -> PairedEstimate:
     """Paired bootstrap of transform(sum num / sum den) for base and fine-tuned: each value,
     their difference and the % change with its percentile interval."""
