@@ -18,12 +18,10 @@ from PIL import Image
 from mbad.adapters import load_model_under_test
 from mbad.config import DetoxConfig
 from mbad.data import content_hash, load_pairs, select
-from mbad.eval.compare import compare_paired
-from mbad.eval.fidelity import add_detected_language
+from mbad.eval.compare import compare_models
 from mbad.eval.judges import JudgeContext, make_judge, score_frame, train_offline_judge
 from mbad.eval.judges.quality import judge_quality as measure_judge_quality
-from mbad.eval.probes import completion_nll, probe_figures, run_probes
-from mbad.eval.stats import BootstrapConfig
+from mbad.eval.probes import completion_nll, run_probes
 from mbad.generation import generate_for_targets
 from mbad.languages import LanguageRegistry
 from mbad.models import load_base_model
@@ -95,12 +93,8 @@ def run_quickstart_directly(config: DetoxConfig, home: Path, experiment: str = "
 
         with step("report"):
             threshold, source = config.judge.threshold, "+".join(train.source_languages)
-            stats = config.statistics
-            comparison = compare_paired(
-                add_detected_language(scores["base"]), add_detected_language(scores["tuned"]), threshold,
-                knowledge["base"], knowledge["tuned"], fluency["base"], fluency["tuned"], probe_figures(),
-                BootstrapConfig(n_resamples=stats.n_resamples, confidence=stats.confidence, seed=stats.seed),
-            )
+            comparison = compare_models(scores["base"], scores["tuned"], threshold, config.statistics, knowledge["base"],
+                                        knowledge["tuned"], fluency["base"], fluency["tuned"]).estimates
             comparison.insert(0, "source", source)
             metrics = metrics_for_mlflow(comparison, judge_quality)
             png = plot_comparison(comparison, source)

@@ -29,11 +29,10 @@ import pandas as pd
 from pydantic import BaseModel, Field
 
 from mbad.config import StrictConfig
-from mbad.eval.compare import FIGURES, Figure, clusters_for, clusters_from_evidence, evidence_frame
-from mbad.eval.probes import probe_figures
+from mbad.eval.compare import Figure, all_figures
 from mbad.eval.stats import BootstrapConfig, PairedDraws, paired_ratio_draws
 
-# A role's clusters by figure (`mbad.eval.compare.clusters_for`), roles `base`, `challenger`, `champion`.
+# A role's clusters by figure (`mbad.eval.compare.evidence_of`), roles `base`, `challenger`, `champion`.
 Evidence = dict[str, dict[str, pd.DataFrame]]
 
 
@@ -98,16 +97,6 @@ class GateCheck(BaseModel):
     message: str
 
 
-def evidence_of(scores: pd.DataFrame, knowledge: pd.DataFrame | None, threshold: float) -> dict[str, pd.DataFrame]:
-    """One model's per-prompt (and per-item) clusters, keyed as stored evidence is, from its
-    scored completions (with `detected_lang`) and its knowledge items."""
-    return clusters_from_evidence(evidence_frame(clusters_for(scores, threshold, knowledge)))
-
-
-def _figures() -> dict[str, Figure]:
-    return FIGURES | probe_figures()
-
-
 def paired_draws(
     base: dict[str, pd.DataFrame], tuned: dict[str, pd.DataFrame], figure: str, language: str, gate: GateConfig,
 ) -> PairedDraws | None:
@@ -126,7 +115,7 @@ def paired_draws(
     config = BootstrapConfig(n_resamples=gate.n_resamples, confidence=gate.confidence, seed=gate.seed)
     return paired_ratio_draws(joined["num_base"].to_numpy(), joined["den_base"].to_numpy(),
                               joined["num_tuned"].to_numpy(), joined["den_tuned"].to_numpy(),
-                              _figures().get(figure, Figure(figure)).transform, config, ("gate", figure, language))
+                              all_figures().get(figure, Figure(figure)).transform, config, ("gate", figure, language))
 
 
 def upper_bound(draws: np.ndarray, level: float) -> float:

@@ -21,9 +21,9 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from mbad.config import DataConfig, GenerationConfig, JudgeConfig, ModelConfig  # noqa: E402
+from mbad.config import DataConfig, GenerationConfig, JudgeConfig, ModelConfig, StatisticsConfig  # noqa: E402
 from mbad.data import load_pairs, select  # noqa: E402
-from mbad.eval.compare import FIGURES, clusters_for, paired_estimates  # noqa: E402
+from mbad.eval.compare import compare_models  # noqa: E402
 from mbad.eval.judges import score_frame, train_offline_judge  # noqa: E402
 from mbad.eval.probes.fluency import completion_nll  # noqa: E402
 from mbad.generation import generate_for_targets  # noqa: E402
@@ -44,7 +44,7 @@ FIGURES_SHOWN = {"toxicity_mean": "toxicity", "fluency_perplexity": "fluency per
 
 
 def dtype_table(estimates: pd.DataFrame) -> pd.DataFrame:
-    """float32 as `base` and bfloat16 as `tuned` of `paired_estimates`: per figure and language,
+    """float32 as `base` and bfloat16 as `tuned` of `compare_models`: per figure and language,
     float32's value and interval, bfloat16's value, whether it lies inside, and the paired difference."""
     rows = []
     for row in estimates[estimates["metric"].isin(FIGURES_SHOWN)].itertuples(index=False):
@@ -70,10 +70,12 @@ def main(argv: list[str] | None = None) -> None:
     same = float(np.mean(completions["float32"]["completion"].to_numpy() == completions["bfloat16"]["completion"].to_numpy()))
     judge_config = JudgeConfig()
     judge = train_offline_judge(pairs, judge_config)
-    clusters = {dtype: clusters_for(score_frame(judge, frame), judge_config.threshold,
-                                    fluency=completion_nll(loaded, frame, batch_size=16))
+    measured = {dtype: (score_frame(judge, frame), completion_nll(loaded, frame, batch_size=16))
                 for dtype, frame in completions.items()}
-    table = dtype_table(paired_estimates(clusters["float32"], clusters["bfloat16"], FIGURES))
+    (fp32_scores, fp32_fluency), (bf16_scores, bf16_fluency) = measured["float32"], measured["bfloat16"]
+    comparison = compare_models(fp32_scores, bf16_scores, judge_config.threshold, StatisticsConfig(),
+                                base_fluency=fp32_fluency, tuned_fluency=bf16_fluency)
+    table = dtype_table(comparison.estimates)
     print("| " + " | ".join(table.columns) + " |\n|" + "---|" * len(table.columns))
     for row in table.itertuples(index=False):
         print("| " + " | ".join(str(value) for value in row) + " |")

@@ -12,8 +12,8 @@ from zenml.logger import get_logger
 
 from mbad.adapters import AdapterDirectory
 from mbad.aliases import describe, move_aliases
-from mbad.eval.fidelity import add_detected_language
-from mbad.gate import Evidence, evidence_of
+from mbad.eval.compare import evidence_of
+from mbad.gate import Evidence
 from mbad.promotion import (
     GateDecision,
     PromoteConfig,
@@ -71,7 +71,7 @@ def gate(
     threshold = plan.evaluation.judge.threshold if plan.evaluation else 0.5
     measured = {"base": (base_scores, base_knowledge), "challenger": (challenger_scores, challenger_knowledge),
                 "champion": (champion_scores, champion_knowledge)}
-    evidence: Evidence = {role: evidence_of(add_detected_language(scores), knowledge, threshold)
+    evidence: Evidence = {role: evidence_of(scores, knowledge, threshold)
                           for role, (scores, knowledge) in measured.items() if scores is not None}
     if not plan.blocking:
         evidence |= stored_evidence(plan, evidence)

@@ -10,10 +10,8 @@ from zenml.types import HTMLString
 from mbad.adapters import AdapterDirectory, read_adapter_meta
 from mbad.config import DetoxConfig
 from mbad.data import resolve_source
-from mbad.eval.compare import FIGURES, clusters_for, paired_estimates
+from mbad.eval.compare import compare_models
 from mbad.eval.fidelity import add_detected_language
-from mbad.eval.probes import probe_figures
-from mbad.eval.stats import BootstrapConfig
 from mbad.model_card import model_card
 from mbad.promotion import evidence_table
 from mbad.registry import register_adapter, version_tags
@@ -86,10 +84,9 @@ def report(
     stats = config.statistics
     # Per-prompt (and per-item) clusters of both models: the intervals come from them, and they
     # are stored with the run, so that a later gate can pair this version with another.
-    base = clusters_for(base_scored, config.judge.threshold, base_knowledge, base_fluency)
-    tuned = clusters_for(tuned_scored, config.judge.threshold, tuned_knowledge, tuned_fluency)
-    estimates = paired_estimates(base, tuned, FIGURES | probe_figures(),
-                                 BootstrapConfig(n_resamples=stats.n_resamples, confidence=stats.confidence, seed=stats.seed))
+    comparison = compare_models(base_scored, tuned_scored, config.judge.threshold, stats, base_knowledge, tuned_knowledge,
+                                base_fluency, tuned_fluency)
+    estimates = comparison.estimates
     source = "+".join(config.train.source_languages)
     estimates.insert(0, "source", source)
     quality = {figure: values for figure, values in judge_quality.items() if isinstance(values, dict)}
@@ -116,7 +113,7 @@ def report(
     mlflow.log_text(estimates.to_csv(index=False), "detox_results.csv")
     mlflow.log_image(png_to_image(png), "toxicity_change.png")
     mlflow.log_dict(config.model_dump(), "config.json")
-    mlflow.log_text(evidence_table(base, tuned).to_csv(index=False), EVIDENCE_FILE)
+    mlflow.log_text(evidence_table(comparison.base, comparison.tuned).to_csv(index=False), EVIDENCE_FILE)
     tags = version_tags(config.train.source_languages, config.target_languages, data_hash, config.model_dump(), metrics, identity)
     tags |= {"zenml_run": get_step_context().pipeline_run.name, "evidence": f"runs:/{run_id}/{EVIDENCE_FILE}"}
     card = model_card(config.model_dump(), estimates, identity, data_hash, data_source, run_id, tags["zenml_run"])

@@ -8,10 +8,8 @@ from zenml.types import HTMLString
 
 from mbad.adapters import read_adapter_meta
 from mbad.config import SweepConfig
-from mbad.eval.compare import FIGURES, clusters_for, paired_estimates
+from mbad.eval.compare import compare_models
 from mbad.eval.fidelity import add_detected_language
-from mbad.eval.probes import probe_figures
-from mbad.eval.stats import BootstrapConfig
 from mbad.languages import LanguageRegistry
 from mbad.report import images_html, plot_matrix, png_to_image
 from mbad.representations import confusion_frame
@@ -40,18 +38,16 @@ def collect_sweep(
     heatmaps and aggregates, and log each setting as a nested MLflow run."""
     run = get_step_context().pipeline_run
     threshold, rows = config.base.judge.threshold, []
-    stats = config.base.statistics
-    bootstrap = BootstrapConfig(n_resamples=stats.n_resamples, confidence=stats.confidence, seed=stats.seed)
+    bootstrap = config.base.statistics
     base_knowledge = _output(run, "knowledge__zs", "knowledge_items")
-    base = clusters_for(add_detected_language(_output(run, "score__zs", "toxicity_scores")), threshold, base_knowledge)
+    base_scored = add_detected_language(_output(run, "score__zs", "toxicity_scores"))
     separation, clusters = {}, {}
     plan = [Setting(**{**s, "train_languages": tuple(s["train_languages"])}) for s in settings]
     for setting in plan:
-        tuned = clusters_for(add_detected_language(_output(run, f"score__{setting.name}", "toxicity_scores")), threshold,
-                             _output(run, f"knowledge__{setting.name}", "knowledge_items"))
-        clusters[setting.name] = tuned
-        estimates = paired_estimates(base, tuned, FIGURES | probe_figures(), bootstrap)
-        setting_rows = tidy_rows(config.model_label, setting, estimates)
+        comparison = compare_models(base_scored, _output(run, f"score__{setting.name}", "toxicity_scores"), threshold,
+                                    bootstrap, base_knowledge, _output(run, f"knowledge__{setting.name}", "knowledge_items"))
+        base, clusters[setting.name] = comparison.base, comparison.tuned
+        setting_rows = tidy_rows(config.model_label, setting, comparison.estimates)
         rows += setting_rows
         separation[setting.name] = _output(run, f"represent__{setting.name}", "language_separation")
         with mlflow.start_run(run_name=setting.name, nested=True):

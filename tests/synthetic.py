@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from mbad.gate import evidence_of
+from mbad.eval.compare import evidence_of
 
 LANGS = ["en", "ru"]
 

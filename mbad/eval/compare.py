@@ -4,7 +4,8 @@ Each figure is built from clusters (`Clusters`: one row per prompt or probe item
 numerator and a denominator, for both models), and `paired_ratio_bootstrap` gives the base and
 fine-tuned values, their difference and the % change, each with a 95 % interval. The result is
 one tidy table (`ESTIMATE_COLUMNS`), from which the printed table, the MLflow metrics and the
-gate read.
+gate read. `compare_models` is the whole comparison of two models' scored completions (and
+their probe items and fluency), as every report, sweep and script makes it.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from mbad.eval.stats import BootstrapConfig, paired_ratio_bootstrap
+from mbad.eval.fidelity import add_detected_language
+from mbad.eval.stats import BootstrapConfig, Resampling, paired_ratio_bootstrap
 
 ESTIMATE_COLUMNS = [
     "target", "metric", "n", "higher_is_better",
@@ -82,7 +84,7 @@ def probe_clusters(items: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
 def paired_estimates(
     base: dict[str, pd.DataFrame], tuned: dict[str, pd.DataFrame], figures: dict[str, Figure],
-    config: BootstrapConfig = BootstrapConfig(),
+    config: Resampling = BootstrapConfig(),
 ) -> pd.DataFrame:
     """The tidy estimates table for every figure both models have, per language."""
     rows = []
@@ -111,7 +113,7 @@ def wide_table(estimates: pd.DataFrame, metrics: list[str] | None = None) -> pd.
     return wide.reset_index().rename_axis(columns=None)
 
 
-# The figures mbad computes itself; knowledge probes bring theirs (see `mbad.eval.probes`).
+# The figures mbad computes itself; knowledge probes bring theirs (`all_figures`).
 FIGURES: dict[str, Figure] = {
     "toxicity_mean": Figure("toxicity_mean"),
     "toxicity_probability": Figure("toxicity_probability"),
@@ -120,6 +122,15 @@ FIGURES: dict[str, Figure] = {
     "target_language_share": Figure("target_language_share", higher_is_better=True),
     "fluency_perplexity": Figure("fluency_perplexity", transform="exp"),
 }
+
+
+def all_figures() -> dict[str, Figure]:
+    """mbad's figures and each knowledge probe's (`mbad.eval.probes.PROBES`: its transform and
+    which way is better)."""
+    # Imported here: the probes import torch, and a comparison needs only their figures.
+    from mbad.eval.probes import PROBES
+
+    return FIGURES | {name: Figure(name, probe.transform, probe.higher_is_better) for name, probe in PROBES.items()}
 
 
 def clusters_for(
@@ -158,14 +169,39 @@ def clusters_from_evidence(evidence: pd.DataFrame) -> dict[str, pd.DataFrame]:
             for name, rows in table.groupby("figure", sort=True)}
 
 
-def compare_paired(
-    base_scores: pd.DataFrame, tuned_scores: pd.DataFrame, threshold: float,
+def model_clusters(
+    scores: pd.DataFrame, threshold: float, items: pd.DataFrame | None = None, fluency: pd.DataFrame | None = None,
+) -> dict[str, pd.DataFrame]:
+    """One model's clusters of every figure (`clusters_for`) from its scored completions; their
+    language is detected first (`mbad.eval.fidelity`) unless they carry `detected_lang`."""
+    scored = scores if "detected_lang" in scores else add_detected_language(scores)
+    return clusters_for(scored, threshold, items, fluency)
+
+
+def evidence_of(scores: pd.DataFrame, knowledge: pd.DataFrame | None, threshold: float) -> dict[str, pd.DataFrame]:
+    """One model's per-prompt (and per-item) clusters, keyed as stored evidence is (the gate
+    pairs them with a stored version's), from its scored completions and its knowledge items."""
+    return clusters_from_evidence(evidence_frame(model_clusters(scores, threshold, knowledge)))
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Base vs fine-tuned: the estimates table (`ESTIMATE_COLUMNS`) and each model's clusters by
+    figure, which a run stores as the gate's evidence and a sweep pairs again."""
+
+    estimates: pd.DataFrame
+    base: dict[str, pd.DataFrame]
+    tuned: dict[str, pd.DataFrame]
+
+
+def compare_models(
+    base_scores: pd.DataFrame, tuned_scores: pd.DataFrame, threshold: float, statistics: Resampling,
     base_items: pd.DataFrame | None = None, tuned_items: pd.DataFrame | None = None,
     base_fluency: pd.DataFrame | None = None, tuned_fluency: pd.DataFrame | None = None,
-    probe_figures: dict[str, Figure] | None = None, config: BootstrapConfig = BootstrapConfig(),
-) -> pd.DataFrame:
-    """Every figure of one base vs fine-tuned comparison, paired, with intervals. The scored
-    completions need `detected_lang` for the fidelity figure (see `mbad.eval.fidelity`)."""
-    base = clusters_for(base_scores, threshold, base_items, base_fluency)
-    tuned = clusters_for(tuned_scores, threshold, tuned_items, tuned_fluency)
-    return paired_estimates(base, tuned, FIGURES | (probe_figures or {}), config)
+) -> Comparison:
+    """Every figure of one base vs fine-tuned comparison, paired on prompts (and probe items),
+    with intervals resampled as `statistics` says (a run's `StatisticsConfig`). The scored
+    completions get their language detected unless they carry it (`model_clusters`)."""
+    base = model_clusters(base_scores, threshold, base_items, base_fluency)
+    tuned = model_clusters(tuned_scores, threshold, tuned_items, tuned_fluency)
+    return Comparison(paired_estimates(base, tuned, all_figures(), statistics), base, tuned)

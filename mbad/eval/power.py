@@ -97,7 +97,7 @@ class ScoreModel:
 
 def synthetic_evidence(model: ScoreModel, languages: list[str], n_prompts: int, k: int, effect_pct: float,
                        rng: np.random.Generator) -> Evidence:
-    """The toxicity evidence of an evaluation set (per-prompt clusters, as `mbad.gate.evidence_of`
+    """The toxicity evidence of an evaluation set (per-prompt clusters, as `mbad.eval.compare.evidence_of`
     builds them) for the base model and a challenger, from the score model."""
     prompts = pd.MultiIndex.from_product([languages, [str(i) for i in range(n_prompts)]], names=["lang", "key"])
     draws = [model.draw(rng, n_prompts, k, effect_pct) for _ in languages]

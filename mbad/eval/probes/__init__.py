@@ -109,14 +109,7 @@ def summarise_probes(items: pd.DataFrame) -> dict[str, dict[str, float]]:
     return summary
 
 
-def probe_figures() -> dict:
-    """Each probe as a `mbad.eval.compare.Figure` (its transform and which way is better)."""
-    from mbad.eval.compare import Figure
-
-    return {name: Figure(name, probe.transform, probe.higher_is_better) for name, probe in PROBES.items()}
-
-
 __all__ = [
-    "PROBES", "PROBE_COLUMNS", "Probe", "completion_nll", "continuation_nll", "mean_token_nll", "probe_figures", "run_probes",
+    "PROBES", "PROBE_COLUMNS", "Probe", "completion_nll", "continuation_nll", "mean_token_nll", "run_probes",
     "split_lm_head", "summarise_probes", "text_nll",
 ]
