@@ -22,18 +22,25 @@ from __future__ import annotations
 
 import math
 from statistics import NormalDist
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
-from mbad.config import StrictConfig
+from mbad.config import StatisticsConfig, StrictConfig
 from mbad.eval.compare import Figure, all_figures
-from mbad.eval.stats import BootstrapConfig, PairedDraws, paired_ratio_draws
+from mbad.eval.stats import PairedDraws, paired_ratio_draws
 
 # A role's clusters by figure (`mbad.eval.compare.evidence_of`), roles `base`, `challenger`, `champion`.
 Evidence = dict[str, dict[str, pd.DataFrame]]
+
+
+class GateStatisticsConfig(StatisticsConfig):
+    """A run's statistics settings with the gate's default of more resamples: its bounds are
+    one-sided quantiles far in the tail (down to alpha over the number of languages under Holm)."""
+
+    n_resamples: int = Field(default=10_000, ge=1000)
 
 
 class GateConfig(StrictConfig):
@@ -62,12 +69,24 @@ class GateConfig(StrictConfig):
     min_judge_auc: float | None = Field(default=0.80, ge=0.5, le=1.0)
     # Below this many paired prompts in a language the gate does not decide.
     min_prompts_per_language: int = Field(default=30, ge=1)
-    # Bounds are one-sided at (1 - confidence) / 2, the side a 95 % interval of the report shows.
-    confidence: float = Field(default=0.95, gt=0.5, lt=1.0)
     # Correction of the toxicity claims over languages.
     correction: Literal["holm", "bonferroni", "none"] = "holm"
-    n_resamples: int = Field(default=10_000, ge=1000)
-    seed: int = 0
+    # The paired bootstrap's resamples, seed and confidence, as in a run's `statistics`. Bounds
+    # are one-sided at (1 - confidence) / 2, the side a 95 % interval of the report shows.
+    statistics: GateStatisticsConfig = Field(default_factory=GateStatisticsConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _statistics_moved(cls, data: Any) -> Any:
+        moved = sorted(set(data) & {"n_resamples", "confidence", "seed"}) if isinstance(data, dict) else []
+        if moved:
+            raise ValueError(f"gate.{', gate.'.join(moved)}: the gate's bootstrap settings are now under gate.statistics "
+                             f"(write {', '.join(f'gate.statistics.{name}' for name in moved)})")
+        return data
+
+    @property
+    def confidence(self) -> float:
+        return self.statistics.confidence
 
     @property
     def alpha(self) -> float:
@@ -77,7 +96,7 @@ class GateConfig(StrictConfig):
     def describe_test(self, n_languages: int) -> str:
         correction = {"holm": f"Holm over {n_languages} language(s)", "bonferroni": f"Bonferroni over {n_languages} language(s)",
                       "none": "no correction"}[self.correction]
-        return (f"paired cluster bootstrap ({self.n_resamples} resamples of prompts/items, seed {self.seed}); "
+        return (f"paired cluster bootstrap ({self.statistics.n_resamples} resamples of prompts/items, seed {self.statistics.seed}); "
                 f"one-sided bounds at alpha={self.alpha:g}; toxicity superiority with {correction}; "
                 "knowledge, empty share, fidelity and champion checks non-inferiority, each at alpha")
 
@@ -112,10 +131,9 @@ def paired_draws(
     joined = joined[(joined["den_base"] > 0) & (joined["den_tuned"] > 0)]
     if joined.empty:
         return None
-    config = BootstrapConfig(n_resamples=gate.n_resamples, confidence=gate.confidence, seed=gate.seed)
     return paired_ratio_draws(joined["num_base"].to_numpy(), joined["den_base"].to_numpy(),
                               joined["num_tuned"].to_numpy(), joined["den_tuned"].to_numpy(),
-                              all_figures().get(figure, Figure(figure)).transform, config, ("gate", figure, language))
+                              all_figures().get(figure, Figure(figure)).transform, gate.statistics, ("gate", figure, language))
 
 
 def upper_bound(draws: np.ndarray, level: float) -> float:

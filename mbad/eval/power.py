@@ -134,7 +134,7 @@ def simulate_gate(model: ScoreModel, gate: GateConfig, languages: list[str], n_p
         # Each simulation resamples with its own bootstrap seed, as independent runs would. The
         # synthetic models lose no knowledge, go silent never and keep the language, so the
         # gate's other checks pass: its decision is that of the sample-size and toxicity checks.
-        run_gate = gate.model_copy(update={"seed": seed * 100_003 + index})
+        run_gate = gate.model_copy(update={"statistics": gate.statistics.model_copy(update={"seed": seed * 100_003 + index})})
         checks = sample_size_checks(evidence, languages, run_gate) + toxicity_checks(evidence, languages, run_gate)
         passed += all(check.passed for check in checks)
     return PassRate(passed, simulations)
@@ -193,4 +193,4 @@ def precision_plan(config, test_prompts_per_language: int, languages: list[str])
     limit = config.generation.max_prompts_per_language or test_prompts_per_language
     n_prompts = min(test_prompts_per_language, limit)
     return describe_precision(ScoreModel(), n_prompts, config.generation.num_samples, config.statistics.target_effect_pct,
-                              GateConfig(confidence=config.statistics.confidence), languages=len(languages))
+                              GateConfig(statistics={"confidence": config.statistics.confidence}), languages=len(languages))

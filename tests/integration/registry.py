@@ -28,7 +28,7 @@ MODEL = "mbad-detox"
 # (the gate's arithmetic is unit-tested). No tiny model fails LENIENT or passes STRICT.
 LENIENT = {"min_toxicity_reduction_pct": -1e6, "max_perplexity_increase_pct": 1e6, "max_empty_share_increase": 1e6,
            "max_fidelity_drop": 1e6, "champion_toxicity_tolerance": 1e6, "champion_perplexity_tolerance_pct": 1e6,
-           "min_prompts_per_language": 1, "min_judge_auc": 0.5, "n_resamples": 1000}
+           "min_prompts_per_language": 1, "min_judge_auc": 0.5, "statistics": {"n_resamples": 1000}}
 STRICT = {**LENIENT, "min_toxicity_reduction_pct": 1000.0}  # toxicity must fall by 1000 %
 
 

@@ -17,7 +17,7 @@ from tests.synthetic import BASE, HALVED, LANGS, scores, side
 REPO = Path(__file__).resolve().parents[2]
 
 
-GATE = GateConfig(n_resamples=2000)
+GATE = GateConfig(statistics={"n_resamples": 2000})
 
 
 def failed(checks) -> set[tuple[str, str]]:
@@ -184,3 +184,13 @@ def test_the_expected_interval_width_agrees_with_the_bootstrap():
         row = paired_estimates(evidence["base"], evidence["challenger"], FIGURES).query("metric == 'toxicity_mean'").iloc[0]
         widths.append((row["change_pct_high"] - row["change_pct_low"]) / 2)
     assert np.mean(widths) == pytest.approx(expected_halfwidth(model, 64, 2, -30), rel=0.2)
+
+
+def test_the_gates_bootstrap_settings_are_one_statistics_section_with_the_gates_defaults():
+    """gate.statistics is a run's StatisticsConfig with 10,000 resamples by default, also when
+    only some of its settings are given; a setting at the gate's top level names its new place."""
+    assert GateConfig().statistics.n_resamples == 10_000 and GateConfig().confidence == 0.95
+    partial = GateConfig(statistics={"seed": 3}).statistics
+    assert (partial.n_resamples, partial.confidence, partial.seed) == (10_000, 0.95, 3)
+    with pytest.raises(ValueError, match=r"gate\.n_resamples.*gate\.statistics\.n_resamples"):
+        GateConfig(n_resamples=2000)

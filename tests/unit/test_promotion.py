@@ -28,7 +28,7 @@ from mbad.retraining import RetrainConfig, plan_retraining
 from tests.synthetic import BASE, HALVED, LANGS, side
 
 FAST = AliasMoveConfig(lock_wait_s=5, restore_attempts=2, restore_wait_s=0, poll_s=0.05)
-GATE = GateConfig(n_resamples=2000)
+GATE = GateConfig(statistics={"n_resamples": 2000})
 
 
 def tags(languages: list[str], values: dict[str, float] | None = None, data_hash: str = "h1", data_dir: str | None = None,
