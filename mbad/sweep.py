@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
 
-from mbad.config import SweepConfig, TrainConfig
-from mbad.eval.compare import FIGURES, Figure, paired_estimates
-from mbad.eval.stats import TRANSFORMS, BootstrapConfig, percentile_interval, resample_indices
+from mbad.config import StatisticsConfig, SweepConfig, TrainConfig
+from mbad.eval.compare import FIGURES, Figure, compare_models, model_clusters, paired_estimates
+from mbad.eval.fidelity import add_detected_language
+from mbad.eval.stats import TRANSFORMS, Resampling, percentile_interval, resample_indices
 from mbad.languages import LanguageRegistry
 
 RESULT_COLUMNS = ["model", "method", "mode", "source", "fraction", "target", "metric", "value", "ci_low", "ci_high", "n"]
@@ -102,7 +104,7 @@ def estimate(config: SweepConfig, settings: list[Setting], test_prompts_per_lang
 
 def tidy_rows(model: str, setting: Setting, estimates: pd.DataFrame) -> list[dict]:
     """Rows of the results table for one setting, from its paired estimates versus the base model
-    (`mbad.eval.compare.compare_paired`): each figure of the setting's model with its 95 %
+    (`mbad.eval.compare.compare_models`): each figure of the setting's model with its 95 %
     interval, and its % change versus the base model (`toxicity_change_pct`,
     `<probe>_change_pct`, ...) with the paired interval."""
     rows = []
@@ -148,13 +150,13 @@ def _pair_group(source: str, target: str, registry: LanguageRegistry) -> str:
 
 def aggregate_by_script(
     base: dict[str, pd.DataFrame], xft: dict[str, dict[str, pd.DataFrame]], registry: LanguageRegistry,
-    figure: str = "toxicity_mean", config: BootstrapConfig = BootstrapConfig(),
+    figure: str = "toxicity_mean", config: Resampling = StatisticsConfig(),
 ) -> pd.DataFrame:
     """Mean % change of `figure` vs the base model over the xft cells (source -> target) whose
     languages are the same, share a script, or do not; and by the target's resource level. Each
     interval resamples prompts as clusters: one resample of a target's prompts serves the base
     model and every adapter evaluated on them, so cells that share a target stay correlated as
-    they are. `base` and each `xft[source]` are clusters (`mbad.eval.compare.clusters_for`)."""
+    they are. `base` and each `xft[source]` are clusters (`mbad.eval.compare.model_clusters`)."""
     transform = FIGURES.get(figure, Figure(figure)).transform
     cells: list[tuple[str, str, float, np.ndarray, int]] = []  # source, target, change, draws, prompts
     for target, base_rows in base[figure].groupby(level=0, sort=True):
@@ -192,7 +194,7 @@ COMPARISON_COLUMNS = ["mode", "source", "fraction", "target", "metric", "sft", "
 
 
 def compare_methods(
-    clusters: dict[str, dict[str, pd.DataFrame]], settings: list[Setting], config: BootstrapConfig = BootstrapConfig(),
+    clusters: dict[str, dict[str, pd.DataFrame]], settings: list[Setting], config: Resampling = StatisticsConfig(),
     figures: tuple[str, ...] = ("toxicity_mean",),
 ) -> pd.DataFrame:
     """DPO vs SFT in each setting both ran (same mode, source, fraction), per target: the
@@ -213,3 +215,47 @@ def compare_methods(
                          "metric": row["metric"], "sft": row["base"], "dpo": row["tuned"], "diff": row["diff"],
                          "ci_low": row["diff_low"], "ci_high": row["diff_high"], "n": int(row["n"])})
     return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+
+
+@dataclass(frozen=True)
+class SweepResults:
+    """A sweep's figures: every setting against the base model (`results`, `RESULT_COLUMNS`;
+    each setting's own rows by name in `rows`), the xft cells' % change by script and resource
+    level (`aggregates`), DPO - SFT in each setting both ran (`methods`), and the knowledge
+    probes the models were measured with."""
+
+    results: pd.DataFrame
+    rows: dict[str, list[dict]]
+    aggregates: pd.DataFrame
+    methods: pd.DataFrame
+    probes: list[str]
+
+
+# A setting's outputs by its name: its scored completions and its knowledge probe items.
+SettingOutputs = Callable[[str], tuple[pd.DataFrame, pd.DataFrame]]
+
+
+def compare_sweep(settings: list[Setting], outputs: SettingOutputs, config: SweepConfig) -> SweepResults:
+    """Every setting against the base model (the outputs of `zs`), paired on prompts and probe
+    items (`mbad.eval.compare.compare_models`, with the base config's statistics), and the
+    aggregates and method comparison over the settings' clusters."""
+    statistics, threshold = config.base.statistics, config.base.judge.threshold
+    base_scores, base_items = outputs("zs")
+    base_scored = add_detected_language(base_scores)  # once, for every setting
+    base = model_clusters(base_scored, threshold, base_items)
+    clusters, rows = {}, {}
+    for setting in settings:
+        scores, items = outputs(setting.name)
+        comparison = compare_models(base_scored, scores, threshold, statistics, base_items, items)
+        clusters[setting.name] = comparison.tuned
+        rows[setting.name] = tidy_rows(config.model_label, setting, comparison.estimates)
+    aggregates = pd.DataFrame()
+    if "xft" in config.modes:
+        registry = LanguageRegistry.from_yaml(config.base.data.languages_file)
+        aggregates = pd.concat([aggregate_by_script(base, {s.source: clusters[s.name] for s in settings
+                                                           if s.mode == "xft" and s.method == method}, registry,
+                                                    config=statistics).assign(method=method) for method in config.methods],
+                               ignore_index=True)
+    results = pd.DataFrame([row for setting_rows in rows.values() for row in setting_rows], columns=RESULT_COLUMNS)
+    return SweepResults(results, rows, aggregates, compare_methods(clusters, settings, statistics),
+                        sorted(set(base_items["probe"])))
