@@ -1,0 +1,147 @@
+"""What the training pipeline's report logs to the active MLflow run: every figure of the base
+and the fine-tuned model with its paired interval, the completions, the per-prompt evidence
+for the gate and the model card, and the adapter as a new registry version."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+
+from mbad.adapters import read_adapter_meta
+from mbad.config import DetoxConfig
+from mbad.data import resolve_source
+from mbad.eval.compare import compare_models
+from mbad.eval.fidelity import add_detected_language
+from mbad.model_card import model_card
+from mbad.promotion import evidence_table
+from mbad.registry import register_adapter, version_tags
+from mbad.report import metrics_for_mlflow, plot_comparison, png_to_image, render_html
+from mbad.tracking import log_training
+
+EVIDENCE_FILE = "evidence/clusters.csv"
+# Every completion with its score: an MLflow table (Artifacts / Evaluation in the UI) to read and filter.
+COMPLETIONS_FILE = "completions.json"
+COMPLETION_COLUMNS = ["model", "lang", "pair_id", "sample", "prompt", "completion", "score", "detected_lang"]
+
+
+def completions_table(base_scored: pd.DataFrame, tuned_scored: pd.DataFrame) -> pd.DataFrame:
+    """Base and fine-tuned completions, one row each: prompt, language, sample, completion, judge
+    score (NaN where the judge did not judge), detected language."""
+    frames = [frame.assign(model=name) for name, frame in (("base", base_scored), ("tuned", tuned_scored))]
+    table = pd.concat(frames, ignore_index=True)
+    return table[[column for column in COMPLETION_COLUMNS if column in table.columns]]
+
+
+def training_dataset(pairs: pd.DataFrame, source: str, data_hash: str):
+    """The validated pairs as an MLflow dataset: digest = the data hash, source = where they were read."""
+    from mlflow.data.pandas_dataset import from_pandas
+
+    columns = [column for column in ("lang", "split", "role", "pair_id", "toxic", "neutral") if column in pairs.columns]
+    name = source.removeprefix("hf:").rstrip("/").rsplit("/", 1)[-1] or "multiparadetox"
+    return from_pandas(pairs[columns].reset_index(drop=True), source=source, name=name, digest=data_hash)
+
+
+def run_description(config: DetoxConfig, source: str, data_hash: str, identity: dict[str, str]) -> str:
+    """The run's description in the MLflow UI: what was trained on what, and how it was measured."""
+    train, generation = config.train, config.generation
+    return (f"{train.method.upper()} LoRA adapter for `{config.model.name_or_path}`, trained on the MultiParaDetox "
+            f"adapter-role train pairs of {', '.join(train.source_languages)} (`{source}`, data hash `{data_hash}`); "
+            f"evaluated against the base model on the test prompts of {', '.join(config.target_languages)} with "
+            f"{generation.num_samples} sample(s) per prompt, scored by the judge `{identity['name']}`. Every figure has a "
+            f"paired 95 % bootstrap interval ({config.statistics.n_resamples} resamples); completions in `{COMPLETIONS_FILE}`.")
+
+
+def judge_identity(scores: pd.DataFrame) -> dict[str, str]:
+    """The judge that scored a run (`<backend>:<hash>` in the scores' `judge` column); one only."""
+    names = sorted(set(scores["judge"].dropna()))
+    if len(names) != 1:
+        raise ValueError(f"the completions were scored by {len(names)} judges {names}: numbers of different judges are not compared")
+    backend, _, digest = names[0].partition(":")
+    return {"backend": backend, "hash": digest or backend, "name": names[0]}
+
+
+@dataclass(frozen=True)
+class ModelOutputs:
+    """One model's evaluation: its scored completions, knowledge probe items and fluency rows."""
+
+    scores: pd.DataFrame
+    knowledge: pd.DataFrame
+    fluency: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class LoggedReport:
+    """What the report logged: the estimates (with their `source` column), the metrics, the
+    registered version, the MLflow run, the judge's name, and the page of the results."""
+
+    estimates: pd.DataFrame
+    metrics: dict[str, float]
+    version: str
+    run_id: str
+    judge: str
+    html: str
+
+
+def _log_training_from_cache(run_id: str, adapter_dir: Path) -> None:
+    if "train_loss" not in mlflow.get_run(run_id).data.metrics:
+        # The training step came from cache (the same data, model and settings trained before):
+        # its settings and curves still belong in this run, from the adapter's own record.
+        trained = read_adapter_meta(adapter_dir)
+        if trained.get("summary"):
+            log_training(trained["train"], trained["summary"])
+            mlflow.set_tag("training_from_cache", "true")
+
+
+def log_report(
+    config: DetoxConfig, data_hash: str, base: ModelOutputs, tuned: ModelOutputs, judge_quality: dict, adapter_dir: Path,
+    zenml_run: str, pairs: pd.DataFrame | None = None,
+) -> LoggedReport:
+    """Every figure with its paired 95 % interval to the active MLflow run, and the adapter as a
+    new registry version tagged with its metrics, the judge that scored it, its evidence and
+    the ZenML run that made it (`zenml_run`); `pairs`, when given, as the run's training dataset."""
+    identity = judge_identity(pd.concat([base.scores, tuned.scores]))
+    base_scored, tuned_scored = add_detected_language(base.scores), add_detected_language(tuned.scores)
+    if judge_identity(base.scores) != judge_identity(tuned.scores):
+        raise ValueError("base and fine-tuned completions were scored by different judges")
+    stats = config.statistics
+    # Per-prompt (and per-item) clusters of both models: the intervals come from them, and they
+    # are stored with the run, so that a later gate can pair this version with another.
+    comparison = compare_models(base_scored, tuned_scored, config.judge.threshold, stats, base.knowledge, tuned.knowledge,
+                                base.fluency, tuned.fluency)
+    estimates = comparison.estimates
+    source = "+".join(config.train.source_languages)
+    estimates.insert(0, "source", source)
+    quality = {figure: values for figure, values in judge_quality.items() if isinstance(values, dict)}
+    metrics = metrics_for_mlflow(estimates, quality)
+    png = plot_comparison(estimates, source)
+    mlflow.log_params({"base_model": config.model.name_or_path, "judge": identity["name"], "data_hash": data_hash,
+                       "source_languages": ",".join(config.train.source_languages),
+                       "target_languages": ",".join(config.target_languages),
+                       "num_samples": config.generation.num_samples, "bootstrap_resamples": stats.n_resamples})
+    run_id = mlflow.active_run().info.run_id
+    _log_training_from_cache(run_id, adapter_dir)
+    data_source = resolve_source(config.data)
+    if pairs is not None:
+        mlflow.log_input(training_dataset(pairs, data_source, data_hash), context="training")
+    mlflow.log_table(completions_table(base_scored, tuned_scored), artifact_file=COMPLETIONS_FILE)
+    mlflow.set_tag("mlflow.note.content", run_description(config, data_source, data_hash, identity))
+    mlflow.log_table(estimates, artifact_file="detox_results.json")
+    mlflow.log_text(estimates.to_csv(index=False), "detox_results.csv")
+    mlflow.log_image(png_to_image(png), "toxicity_change.png")
+    mlflow.log_dict(config.model_dump(), "config.json")
+    mlflow.log_text(evidence_table(comparison.base, comparison.tuned).to_csv(index=False), EVIDENCE_FILE)
+    tags = version_tags(config.train.source_languages, config.target_languages, data_hash, config.model_dump(), metrics, identity)
+    tags |= {"zenml_run": zenml_run, "evidence": f"runs:/{run_id}/{EVIDENCE_FILE}"}
+    card = model_card(config.model_dump(), estimates, identity, data_hash, data_source, run_id, zenml_run)
+    mlflow.log_text(card, "model_card.md")
+    version = register_adapter(adapter_dir, config.registry.model_name, tags, config.generation.model_dump(),
+                               base_model=config.model.name_or_path, card=card, metrics=metrics)
+    html = render_html(estimates, png, "mbad: base vs fine-tuned, with paired 95 % intervals",
+                       {"source": source, "registry version": f"{config.registry.model_name} v{version}",
+                        "judge": identity["name"], "samples per prompt": str(config.generation.num_samples),
+                        "judge quality": json.dumps({k: {lang: round(v, 3) for lang, v in vals.items()} for k, vals in quality.items()})})
+    return LoggedReport(estimates, metrics, version, run_id, identity["name"], html)
