@@ -7,29 +7,25 @@ metadata, caching, step launching). Keep it in step with `pipelines/training.py`
 
 from __future__ import annotations
 
-import io
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
-from PIL import Image
 
 from mbad.adapters import load_model_under_test
 from mbad.config import DetoxConfig
 from mbad.data import content_hash, load_pairs, select
-from mbad.eval.compare import compare_models
 from mbad.eval.judges import JudgeContext, make_judge, score_frame, train_offline_judge
 from mbad.eval.judges.quality import judge_quality as measure_judge_quality
 from mbad.eval.probes import completion_nll, run_probes
 from mbad.generation import generate_for_targets
 from mbad.languages import LanguageRegistry
 from mbad.models import load_base_model
-from mbad.registry import register_adapter, version_tags
-from mbad.report import metrics_for_mlflow, plot_comparison, render_html
 from mbad.tracking import ensure_experiments
 from mbad.train.checkpoints import checkpoint_key
 from mbad.train.sft import train_sft_adapter
+from mbad.training_report import ModelOutputs, log_report
 from mbad.validation import DataValidationError, validate_pairs
 
 
@@ -92,20 +88,8 @@ def run_quickstart_directly(config: DetoxConfig, home: Path, experiment: str = "
                 fluency[name] = completion_nll(load_base_model(config.model), completions[name], config.knowledge.batch_size)
 
         with step("report"):
-            threshold, source = config.judge.threshold, "+".join(train.source_languages)
-            comparison = compare_models(scores["base"], scores["tuned"], threshold, config.statistics, knowledge["base"],
-                                        knowledge["tuned"], fluency["base"], fluency["tuned"]).estimates
-            comparison.insert(0, "source", source)
-            metrics = metrics_for_mlflow(comparison, judge_quality)
-            png = plot_comparison(comparison, source)
-            mlflow.log_params({"base_model": config.model.name_or_path, "judge": config.judge.backend, "data_hash": data_hash,
-                               "source_languages": ",".join(train.source_languages),
-                               "target_languages": ",".join(config.target_languages)})
-            mlflow.log_table(comparison, artifact_file="detox_results.json")
-            mlflow.log_text(comparison.to_csv(index=False), "detox_results.csv")
-            mlflow.log_image(Image.open(io.BytesIO(png)), "toxicity_change.png")
-            mlflow.log_dict(config.model_dump(), "config.json")
-            tags = version_tags(train.source_languages, config.target_languages, data_hash, config.model_dump(), metrics)
-            register_adapter(adapter_dir, config.registry.model_name, tags, config.generation.model_dump(), metrics=metrics)
-            render_html(comparison, png, "mbad: toxicity and perplexity, base vs fine-tuned", {"source": source})
+            # What the pipeline's report step does, through the same function.
+            log_report(config, data_hash, ModelOutputs(scores["base"], knowledge["base"], fluency["base"]),
+                       ModelOutputs(scores["tuned"], knowledge["tuned"], fluency["tuned"]), judge_quality, adapter_dir,
+                       zenml_run="direct", pairs=pairs)
     return seconds
