@@ -1,0 +1,200 @@
+"""How much of a toxicity change is a change of language: a Kitagawa decomposition per language.
+
+A model's completions are often not in the prompt's language (a Hindi prompt answered in
+English), and off-language or empty completions score lower, so part of a drop in mean toxicity
+can be language switching rather than detoxification. Each judged completion falls into one
+group (`GROUPS`): "in" (non-empty and detected as the prompt's language), "other" (non-empty,
+any other language or none detected) or "empty" (blank). Unjudged completions (NaN score) are
+left out of everything, as in `mbad.eval.compare.toxicity_clusters`.
+
+With p_g a group's share of a model's judged completions and m_g its mean score (0 base, 1
+fine-tuned), the change in mean toxicity splits exactly into two parts:
+
+    total     = Σ p1_g m1_g − Σ p0_g m0_g                 (the toxicity_mean diff)
+    within    = Σ p0_g (m1_g − m0_g) = counterfactual − base mean
+    switching = Σ (p1_g − p0_g) m1_g = tuned mean − counterfactual
+    counterfactual = Σ p0_g m1_g
+
+Why the base model's mix: "within" is then the toxicity change with the completions' language
+mix held at the base model's, what the fine-tuned model's scores give if it answered in the
+languages the base model answers in; "switching" is what the change of mix adds on top, at the
+fine-tuned model's scores. The counterfactual needs the fine-tuned model's mean in every group
+the base model has completions in: when the fine-tuned model has no judged "in" (or "other")
+completion in a language where the base model has some, m1_g and so the counterfactual are
+unknown, and both parts are NaN (never 0), with a warning naming the language and the group
+(also when either model has no judged completion). An empty group needs no observation:
+`mbad.eval.judges.base.score_completions` gives every empty completion 0, so its mean is 0
+where a model has none.
+
+Both parts are tidy estimate rows (`ESTIMATE_COLUMNS`): "toxicity_within_language" (base: the
+base mean, tuned: the counterfactual) and "toxicity_language_switching" (base: the
+counterfactual, tuned: the fine-tuned mean). Both change_pct are percent of the base mean, so
+they add up to the change_pct of toxicity_mean, as the diffs add up to its diff. Intervals come
+from one paired bootstrap over prompts per language: the resample toxicity_mean's interval
+uses (same seed stream, same prompts), applied to both models and both parts, so each
+resample's two parts add up to that resample's toxicity_mean diff. A resample that drops every
+completion of a group the base mix needs gives a NaN draw; an interval with more than a tenth
+of its draws NaN is NaN (`percentile_interval`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from mbad.eval.compare import ESTIMATE_COLUMNS, PROMPT
+from mbad.eval.stats import BootstrapConfig, Interval, Resampling, percentile_interval, resample_indices
+
+logger = logging.getLogger(__name__)
+
+GROUPS = ["in", "other", "empty"]
+DECOMPOSED = "toxicity_mean"
+WITHIN = "toxicity_within_language"
+SWITCHING = "toxicity_language_switching"
+REQUIRED_COLUMNS = {"lang", "pair_id", "completion", "score", "detected_lang"}
+
+
+def completion_groups(scored: pd.DataFrame) -> pd.Series:
+    """Each completion's group: "empty" (blank), "in" (detected as the row's `lang`) or "other"."""
+    missing = REQUIRED_COLUMNS - set(scored.columns)
+    if missing:
+        raise ValueError(f"scored completions lack column(s) {sorted(missing)}; they have {list(scored.columns)} "
+                         "(add `detected_lang` with mbad.eval.fidelity.add_detected_language)")
+    empty = scored["completion"].fillna("").str.strip() == ""
+    in_language = ~empty & (scored["detected_lang"] == scored["lang"])
+    return pd.Series(np.where(empty, "empty", np.where(in_language, "in", "other")), index=scored.index)
+
+
+def group_clusters(scored: pd.DataFrame) -> pd.DataFrame:
+    """Per prompt (index lang, pair_id, sorted): `count_<group>` judged completions and
+    `sum_<group>` of their scores for every group of `GROUPS`. A prompt with no judged
+    completion keeps its row of zeros, as its toxicity_mean cluster does."""
+    judged = scored["score"].notna()
+    parts = pd.DataFrame({"lang": scored["lang"].values, "pair_id": scored["pair_id"].values,
+                          "group": completion_groups(scored).values,
+                          "count": judged.values.astype(float), "sum": scored["score"].fillna(0.0).values.astype(float)})
+    table = parts.groupby([*PROMPT, "group"], sort=True)[["count", "sum"]].sum().unstack("group", fill_value=0.0)
+    table = table.reindex(columns=pd.MultiIndex.from_product([["count", "sum"], GROUPS]), fill_value=0.0)
+    table.columns = [f"{part}_{group}" for part, group in table.columns]
+    return table
+
+
+def kitagawa_parts(
+    base_counts: np.ndarray, base_sums: np.ndarray, tuned_counts: np.ndarray, tuned_sums: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """Base mean, counterfactual (Σ p0_g m1_g) and fine-tuned mean from per-group judged counts
+    and score sums, the groups (`GROUPS` order) on the last axis: one sample (shape (G,)) or
+    many resamples (shape (R, G)) at once."""
+    base_total, tuned_total = base_counts.sum(-1), tuned_counts.sum(-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        base_mean = base_sums.sum(-1) / base_total
+        tuned_mean = tuned_sums.sum(-1) / tuned_total
+        base_shares = base_counts / base_total[..., None]
+        tuned_group_means = tuned_sums / tuned_counts
+    unobserved_empty = (tuned_counts == 0) & (np.arange(len(GROUPS)) == GROUPS.index("empty"))
+    tuned_group_means = np.where(unobserved_empty, 0.0, tuned_group_means)
+    # A group the base model lacks weighs 0 whatever the fine-tuned model's mean (or its absence).
+    terms = np.where(base_counts > 0, base_shares * tuned_group_means, 0.0)
+    counterfactual = np.where((base_total > 0) & (tuned_total > 0), terms.sum(-1), np.nan)
+    return {"base": base_mean, "counterfactual": counterfactual, "tuned": tuned_mean}
+
+
+def _unestimable_reason(base_counts: np.ndarray, tuned_counts: np.ndarray) -> str | None:
+    for model, counts in (("base", base_counts), ("fine-tuned", tuned_counts)):
+        if counts.sum() == 0:
+            return f"the {model} model has no judged completion"
+    gaps = [f'"{group}"' for group, base, tuned in zip(GROUPS, base_counts, tuned_counts)
+            if group != "empty" and base > 0 and tuned == 0]
+    if gaps:
+        return (f"the fine-tuned model has no judged {' or '.join(gaps)} completion where the base model has some, "
+                "so the base model's mix cannot be held")
+    return None
+
+
+def _resampled_totals(per_prompt: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """Column sums of `per_prompt` (n, K) over each resample's prompts (index (R, n)): one
+    matrix product with each resample's prompt multiplicities."""
+    n_resamples, n = index.shape
+    flat = (index + n * np.arange(n_resamples)[:, None]).ravel()
+    multiplicity = np.bincount(flat, minlength=n_resamples * n).reshape(n_resamples, n)
+    return multiplicity.astype(float) @ per_prompt
+
+
+def _percent_of(part: np.ndarray, base_mean: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(base_mean != 0, part / base_mean * 100, np.nan)
+
+
+def _row(lang: str, metric: str, n: int, parts: tuple[str, str], point: dict[str, np.ndarray],
+         draws: dict[str, np.ndarray], confidence: float) -> dict:
+    """One estimate row: `parts` names the row's base and tuned values among `kitagawa_parts`'s."""
+    low, high = parts
+    diff, diff_draws = point[high] - point[low], draws[high] - draws[low]
+    values: dict[str, Interval] = {
+        "base": percentile_interval(float(point[low]), draws[low], confidence),
+        "tuned": percentile_interval(float(point[high]), draws[high], confidence),
+        "diff": percentile_interval(float(diff), diff_draws, confidence),
+        "change_pct": percentile_interval(float(_percent_of(diff, point["base"])),
+                                          _percent_of(diff_draws, draws["base"]), confidence),
+    }
+    row: dict = {"target": lang, "metric": metric, "n": n, "higher_is_better": False}
+    for part, interval in values.items():
+        row |= {part: interval.value, f"{part}_low": interval.low, f"{part}_high": interval.high}
+    return row
+
+
+def paired_group_clusters(base_scored: pd.DataFrame, tuned_scored: pd.DataFrame) -> pd.DataFrame:
+    """Both models' `group_clusters` on the prompts both answered (columns `<part>_<group>_base`
+    and `_tuned`), paired in the order toxicity_mean's clusters are (`paired_estimates`)."""
+    return group_clusters(base_scored).join(group_clusters(tuned_scored), how="inner", lsuffix="_base", rsuffix="_tuned")
+
+
+@dataclass(frozen=True)
+class Decomposition:
+    """One language's base mean, counterfactual and fine-tuned mean (`kitagawa_parts`): point
+    values, their bootstrap draws, the number of prompts, and why the parts are NaN (or None)."""
+
+    point: dict[str, np.ndarray]
+    draws: dict[str, np.ndarray]
+    n: int
+    unestimable: str | None
+
+
+def decompose_language(prompts: pd.DataFrame, config: Resampling, lang: str) -> Decomposition:
+    """The decomposition of one language's paired prompts (rows of `paired_group_clusters`),
+    resampled as toxicity_mean's interval for `lang` is."""
+    columns = [f"{part}_{group}_{side}" for side in ("base", "tuned") for part in ("count", "sum") for group in GROUPS]
+    per_prompt = prompts[columns].to_numpy(dtype=float)
+    base_counts, base_sums, tuned_counts, tuned_sums = np.split(per_prompt.sum(0), 4)
+    index = resample_indices(len(prompts), config, DECOMPOSED, lang)
+    return Decomposition(
+        point=kitagawa_parts(base_counts, base_sums, tuned_counts, tuned_sums),
+        draws=kitagawa_parts(*np.split(_resampled_totals(per_prompt, index), 4, axis=1)),
+        n=len(prompts),
+        unestimable=_unestimable_reason(base_counts, tuned_counts),
+    )
+
+
+def decompose_toxicity(
+    base_scored: pd.DataFrame, tuned_scored: pd.DataFrame, config: Resampling = BootstrapConfig(),
+) -> pd.DataFrame:
+    """Per target language, the change in mean toxicity split into its within-language and
+    language-switching parts (module docstring), as two tidy estimate rows (`ESTIMATE_COLUMNS`,
+    metrics `WITHIN` and `SWITCHING`, n = prompts both models answered), each value with its
+    paired bootstrap interval over prompts. The scored completions carry lang, pair_id,
+    completion, score (NaN: not judged) and detected_lang."""
+    rows = []
+    for lang, prompts in paired_group_clusters(base_scored, tuned_scored).groupby(level=0, sort=True):
+        decomposition = decompose_language(prompts, config, str(lang))
+        if decomposition.unestimable:
+            logger.warning("toxicity decomposition for %s is not estimable (%s and %s are NaN): %s",
+                           lang, WITHIN, SWITCHING, decomposition.unestimable)
+        for metric, parts in ((WITHIN, ("base", "counterfactual")), (SWITCHING, ("counterfactual", "tuned"))):
+            rows.append(_row(str(lang), metric, decomposition.n, parts, decomposition.point, decomposition.draws,
+                             config.confidence))
+    table = pd.DataFrame(rows, columns=ESTIMATE_COLUMNS)
+    table["n"] = table["n"].astype(int)
+    return table
