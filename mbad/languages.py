@@ -11,6 +11,9 @@ import yaml
 
 from mbad.paths import REPO_ROOT
 
+# The registry shipped with the code (relative to it): `DataConfig.languages_file`'s default.
+DEFAULT_LANGUAGES_FILE = "configs/languages.yaml"
+
 # Prefix of a character's Unicode name -> the script name used in the registry.
 _SCRIPT_PREFIXES = {
     "LATIN": "Latin",

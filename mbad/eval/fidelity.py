@@ -24,8 +24,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
-from mbad.config import DataConfig
-from mbad.languages import LanguageRegistry, letters_by_script
+from mbad.languages import DEFAULT_LANGUAGES_FILE, LanguageRegistry, letters_by_script
 from mbad.paths import mbad_home
 
 # lid.176's own labels for dialects and variants of registry languages.
@@ -117,8 +116,9 @@ def _registry(path: str) -> LanguageRegistry:
 
 
 def default_registry() -> LanguageRegistry:
-    """The language registry named by the default `DataConfig.languages_file`."""
-    return _registry(DataConfig().languages_file)
+    """The language registry shipped with the code (`DataConfig.languages_file`'s default; not
+    read from mbad.config, which imports the judges, and the judges detect languages)."""
+    return _registry(DEFAULT_LANGUAGES_FILE)
 
 
 def lid_ranking(text: str) -> list[tuple[str, float]]:

@@ -9,6 +9,7 @@ import pytest
 
 from mbad.eval.fidelity import (
     add_detected_language,
+    default_registry,
     detect_language,
     detect_languages,
     distinct_n,
@@ -17,6 +18,13 @@ from mbad.eval.fidelity import (
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_detection_reads_the_registry_the_data_config_names_by_default(registry):
+    from mbad.config import DataConfig
+
+    assert default_registry().source == registry.source
+    assert Path(default_registry().source) == REPO_ROOT / DataConfig().languages_file
 
 
 def test_detection_is_right_for_at_least_95_percent_of_each_languages_test_sentences(pairs):
