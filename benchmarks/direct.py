@@ -16,6 +16,7 @@ import mlflow
 from mbad.adapters import load_model_under_test
 from mbad.config import DetoxConfig
 from mbad.data import content_hash, load_pairs, select
+from mbad.eval.compare import ModelEvidence
 from mbad.eval.judges import JudgeContext, make_judge, score_frame, train_offline_judge
 from mbad.eval.judges.quality import judge_quality as measure_judge_quality
 from mbad.eval.probes import completion_nll, run_probes
@@ -25,7 +26,7 @@ from mbad.models import load_base_model
 from mbad.tracking import ensure_experiments
 from mbad.train.checkpoints import checkpoint_key
 from mbad.train.sft import train_sft_adapter
-from mbad.training_report import ModelOutputs, log_report
+from mbad.training_report import log_report
 from mbad.validation import DataValidationError, validate_pairs
 
 
@@ -89,7 +90,7 @@ def run_quickstart_directly(config: DetoxConfig, home: Path, experiment: str = "
 
         with step("report"):
             # What the pipeline's report step does, through the same function.
-            log_report(config, data_hash, ModelOutputs(scores["base"], knowledge["base"], fluency["base"]),
-                       ModelOutputs(scores["tuned"], knowledge["tuned"], fluency["tuned"]), judge_quality, adapter_dir,
+            log_report(config, data_hash, ModelEvidence(scores["base"], knowledge["base"], fluency["base"]),
+                       ModelEvidence(scores["tuned"], knowledge["tuned"], fluency["tuned"]), judge_quality, adapter_dir,
                        zenml_run="direct", pairs=pairs)
     return seconds

@@ -9,8 +9,7 @@ import numpy as np
 import pandas as pd
 
 from mbad.config import StatisticsConfig, SweepConfig, TrainConfig
-from mbad.eval.compare import FIGURES, Figure, compare_models, model_clusters, paired_estimates
-from mbad.eval.fidelity import add_detected_language
+from mbad.eval.compare import FIGURES, Figure, ModelEvidence, compare_models, paired_estimates
 from mbad.eval.stats import TRANSFORMS, Resampling, percentile_interval, resample_indices
 from mbad.languages import LanguageRegistry
 
@@ -23,7 +22,7 @@ class SweepBudgetError(RuntimeError):
 
 @dataclass(frozen=True)
 class Setting:
-    """One adapter to train (or, for `zs`, the base model): its name is its step-id suffix."""
+    """One adapter to train (or, for `zs`, the base model), named uniquely within a sweep."""
 
     name: str
     mode: str
@@ -35,6 +34,11 @@ class Setting:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def step_id(self, kind: str) -> str:
+        """The id of this setting's `kind` step (`train`, `generate`, `score`, ...) in a sweep run:
+        the pipeline names its steps with it and the fan-in step finds their outputs with it."""
+        return f"{kind}__{self.name}"
 
 
 def plan_settings(config: SweepConfig) -> list[Setting]:
@@ -156,7 +160,7 @@ def aggregate_by_script(
     languages are the same, share a script, or do not; and by the target's resource level. Each
     interval resamples prompts as clusters: one resample of a target's prompts serves the base
     model and every adapter evaluated on them, so cells that share a target stay correlated as
-    they are. `base` and each `xft[source]` are clusters (`mbad.eval.compare.model_clusters`)."""
+    they are. `base` and each `xft[source]` are clusters (`mbad.eval.compare.ModelEvidence.clusters`)."""
     transform = FIGURES.get(figure, Figure(figure)).transform
     cells: list[tuple[str, str, float, np.ndarray, int]] = []  # source, target, change, draws, prompts
     for target, base_rows in base[figure].groupby(level=0, sort=True):
@@ -231,22 +235,20 @@ class SweepResults:
     probes: list[str]
 
 
-# A setting's outputs by its name: its scored completions and its knowledge probe items.
-SettingOutputs = Callable[[str], tuple[pd.DataFrame, pd.DataFrame]]
+# A setting's evaluation by its name: its scored completions, knowledge probe items and fluency.
+SettingOutputs = Callable[[str], ModelEvidence]
 
 
 def compare_sweep(settings: list[Setting], outputs: SettingOutputs, config: SweepConfig) -> SweepResults:
-    """Every setting against the base model (the outputs of `zs`), paired on prompts and probe
+    """Every setting against the base model (the evaluation of `zs`), paired on prompts and probe
     items (`mbad.eval.compare.compare_models`, with the base config's statistics), and the
     aggregates and method comparison over the settings' clusters."""
     statistics, threshold = config.base.statistics, config.base.judge.threshold
-    base_scores, base_items = outputs("zs")
-    base_scored = add_detected_language(base_scores)  # once, for every setting
-    base = model_clusters(base_scored, threshold, base_items)
+    base_evidence = outputs("zs")
+    base = base_evidence.clusters(threshold)
     clusters, rows = {}, {}
     for setting in settings:
-        scores, items = outputs(setting.name)
-        comparison = compare_models(base_scored, scores, threshold, statistics, base_items, items)
+        comparison = compare_models(base_evidence, outputs(setting.name), threshold, statistics)
         clusters[setting.name] = comparison.tuned
         rows[setting.name] = tidy_rows(config.model_label, setting, comparison.estimates)
     aggregates = pd.DataFrame()
@@ -258,4 +260,4 @@ def compare_sweep(settings: list[Setting], outputs: SettingOutputs, config: Swee
                                ignore_index=True)
     results = pd.DataFrame([row for setting_rows in rows.values() for row in setting_rows], columns=RESULT_COLUMNS)
     return SweepResults(results, rows, aggregates, compare_methods(clusters, settings, statistics),
-                        sorted(set(base_items["probe"])))
+                        sorted(set(base_evidence.knowledge["probe"])))

@@ -14,8 +14,7 @@ import pandas as pd
 from mbad.adapters import read_adapter_meta
 from mbad.config import DetoxConfig
 from mbad.data import resolve_source
-from mbad.eval.compare import compare_models
-from mbad.eval.fidelity import add_detected_language
+from mbad.eval.compare import ModelEvidence, compare_models
 from mbad.model_card import model_card
 from mbad.promotion import evidence_table
 from mbad.registry import register_adapter, version_tags
@@ -55,22 +54,10 @@ def run_description(config: DetoxConfig, source: str, data_hash: str, identity: 
             f"paired 95 % bootstrap interval ({config.statistics.n_resamples} resamples); completions in `{COMPLETIONS_FILE}`.")
 
 
-def judge_identity(scores: pd.DataFrame) -> dict[str, str]:
-    """The judge that scored a run (`<backend>:<hash>` in the scores' `judge` column); one only."""
-    names = sorted(set(scores["judge"].dropna()))
-    if len(names) != 1:
-        raise ValueError(f"the completions were scored by {len(names)} judges {names}: numbers of different judges are not compared")
-    backend, _, digest = names[0].partition(":")
-    return {"backend": backend, "hash": digest or backend, "name": names[0]}
-
-
-@dataclass(frozen=True)
-class ModelOutputs:
-    """One model's evaluation: its scored completions, knowledge probe items and fluency rows."""
-
-    scores: pd.DataFrame
-    knowledge: pd.DataFrame
-    fluency: pd.DataFrame
+def judge_identity(name: str) -> dict[str, str]:
+    """A judge's name (`<backend>:<hash>`) as the identity a registered version is tagged with."""
+    backend, _, digest = name.partition(":")
+    return {"backend": backend, "hash": digest or backend, "name": name}
 
 
 @dataclass(frozen=True)
@@ -97,21 +84,17 @@ def _log_training_from_cache(run_id: str, adapter_dir: Path) -> None:
 
 
 def log_report(
-    config: DetoxConfig, data_hash: str, base: ModelOutputs, tuned: ModelOutputs, judge_quality: dict, adapter_dir: Path,
+    config: DetoxConfig, data_hash: str, base: ModelEvidence, tuned: ModelEvidence, judge_quality: dict, adapter_dir: Path,
     zenml_run: str, pairs: pd.DataFrame | None = None,
 ) -> LoggedReport:
     """Every figure with its paired 95 % interval to the active MLflow run, and the adapter as a
     new registry version tagged with its metrics, the judge that scored it, its evidence and
     the ZenML run that made it (`zenml_run`); `pairs`, when given, as the run's training dataset."""
-    identity = judge_identity(pd.concat([base.scores, tuned.scores]))
-    base_scored, tuned_scored = add_detected_language(base.scores), add_detected_language(tuned.scores)
-    if judge_identity(base.scores) != judge_identity(tuned.scores):
-        raise ValueError("base and fine-tuned completions were scored by different judges")
     stats = config.statistics
     # Per-prompt (and per-item) clusters of both models: the intervals come from them, and they
     # are stored with the run, so that a later gate can pair this version with another.
-    comparison = compare_models(base_scored, tuned_scored, config.judge.threshold, stats, base.knowledge, tuned.knowledge,
-                                base.fluency, tuned.fluency)
+    comparison = compare_models(base, tuned, config.judge.threshold, stats)
+    identity = judge_identity(base.judge)
     estimates = comparison.estimates
     source = "+".join(config.train.source_languages)
     estimates.insert(0, "source", source)
@@ -127,7 +110,7 @@ def log_report(
     data_source = resolve_source(config.data)
     if pairs is not None:
         mlflow.log_input(training_dataset(pairs, data_source, data_hash), context="training")
-    mlflow.log_table(completions_table(base_scored, tuned_scored), artifact_file=COMPLETIONS_FILE)
+    mlflow.log_table(completions_table(base.scores, tuned.scores), artifact_file=COMPLETIONS_FILE)
     mlflow.set_tag("mlflow.note.content", run_description(config, data_source, data_hash, identity))
     mlflow.log_table(estimates, artifact_file="detox_results.json")
     mlflow.log_text(estimates.to_csv(index=False), "detox_results.csv")

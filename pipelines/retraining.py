@@ -7,14 +7,14 @@ from mbad.retraining import RetrainConfig
 from pipelines.promotion import gate_and_promote
 from pipelines.training import train_evaluate_register
 from steps.data import load_data, validate_data
-from steps.evaluation import evaluate_knowledge, generate
+from steps.evaluation import evaluate_knowledge, generate, score_fluency
 from steps.report import report
 from steps.retraining import find_new_languages
 from steps.training import train_adapter
 
 
 # Dynamic steps get per-step settings (GPU pod settings on Kubernetes) only through `depends_on`.
-@pipeline(dynamic=True, depends_on=[train_adapter, generate, evaluate_knowledge])
+@pipeline(dynamic=True, depends_on=[train_adapter, generate, score_fluency, evaluate_knowledge])
 def retrain_new_languages(config: RetrainConfig = RetrainConfig()) -> None:
     """Validate the data; if it holds languages the champion was not evaluated on, train an
     adapter (policy: `config.train_on`), evaluate it on every language, register it and hand

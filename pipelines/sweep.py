@@ -6,8 +6,8 @@ from mbad.config import SweepConfig
 from mbad.data import planning_test_pairs
 from mbad.eval.power import precision_plan
 from mbad.sweep import estimate, plan_settings, train_config_for
+from pipelines.evaluation import evaluate_model
 from steps.data import load_data, validate_data
-from steps.evaluation import evaluate_knowledge, generate, score_toxicity
 from steps.judge import train_judge
 from steps.representation import represent
 from steps.sweep import collect_sweep
@@ -33,20 +33,19 @@ def cross_lingual_sweep(config: SweepConfig = SweepConfig()) -> None:
     validated, _ = validate_data(pairs=pairs, config=base.data)
     judge, judge_quality = train_judge(pairs=validated, config=base.judge)
 
-    shared = {"pairs": validated, "model": base.model, "target_languages": config.languages}
+    evaluation = {"pairs": validated, "judge": judge, "setting": base, "target_languages": config.languages}
     last_steps = []
     for setting in settings:
         adapter = None
         if setting.mode != "zs":
             train = train_config_for(setting, config)
             adapter = train_adapter(pairs=validated, model=base.model, train=train, data_hash=data_hash,
-                                    log_to_mlflow=False, id=f"train__{setting.name}")
-        completions = generate(**shared, generation=base.generation, adapter=adapter, id=f"generate__{setting.name}")
-        score_toxicity(completions, judge, base.judge, id=f"score__{setting.name}")
-        evaluate_knowledge(**shared, knowledge=base.knowledge, adapter=adapter, id=f"knowledge__{setting.name}")
-        last_steps += [f"score__{setting.name}", f"knowledge__{setting.name}"]
+                                    log_to_mlflow=False, id=setting.step_id("train"))
+        evaluate_model(**evaluation, step_id=setting.step_id, adapter=adapter)
+        last_steps += [setting.step_id(kind) for kind in ("score", "fluency", "knowledge")]
         if config.representations.enabled:
-            represent(**shared, representations=config.representations, adapter=adapter, id=f"represent__{setting.name}")
-            last_steps.append(f"represent__{setting.name}")
+            represent(pairs=validated, model=base.model, target_languages=config.languages,
+                      representations=config.representations, adapter=adapter, id=setting.step_id("represent"))
+            last_steps.append(setting.step_id("represent"))
 
     collect_sweep([s.as_dict() for s in settings], config, judge_quality, after=last_steps)

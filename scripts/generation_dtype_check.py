@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from mbad.config import DataConfig, GenerationConfig, JudgeConfig, ModelConfig, StatisticsConfig  # noqa: E402
 from mbad.data import load_pairs, select  # noqa: E402
-from mbad.eval.compare import compare_models  # noqa: E402
+from mbad.eval.compare import ModelEvidence, compare_models  # noqa: E402
 from mbad.eval.judges import score_frame, train_offline_judge  # noqa: E402
 from mbad.eval.probes.fluency import completion_nll  # noqa: E402
 from mbad.generation import generate_for_targets  # noqa: E402
@@ -73,8 +73,8 @@ def main(argv: list[str] | None = None) -> None:
     measured = {dtype: (score_frame(judge, frame), completion_nll(loaded, frame, batch_size=16))
                 for dtype, frame in completions.items()}
     (fp32_scores, fp32_fluency), (bf16_scores, bf16_fluency) = measured["float32"], measured["bfloat16"]
-    comparison = compare_models(fp32_scores, bf16_scores, judge_config.threshold, StatisticsConfig(),
-                                base_fluency=fp32_fluency, tuned_fluency=bf16_fluency)
+    comparison = compare_models(ModelEvidence(fp32_scores, fluency=fp32_fluency), ModelEvidence(bf16_scores, fluency=bf16_fluency),
+                                judge_config.threshold, StatisticsConfig())
     table = dtype_table(comparison.estimates)
     print("| " + " | ".join(table.columns) + " |\n|" + "---|" * len(table.columns))
     for row in table.itertuples(index=False):

@@ -12,7 +12,7 @@ from zenml.logger import get_logger
 
 from mbad.adapters import AdapterDirectory
 from mbad.aliases import describe, move_aliases
-from mbad.eval.compare import evidence_of
+from mbad.eval.compare import ModelEvidence, evidence_of
 from mbad.gate import Evidence
 from mbad.promotion import (
     GateDecision,
@@ -58,10 +58,13 @@ def gate(
     config: PromoteConfig,
     base_scores: pd.DataFrame | None = None,
     base_knowledge: pd.DataFrame | None = None,
+    base_fluency: pd.DataFrame | None = None,
     challenger_scores: pd.DataFrame | None = None,
     challenger_knowledge: pd.DataFrame | None = None,
+    challenger_fluency: pd.DataFrame | None = None,
     champion_scores: pd.DataFrame | None = None,
     champion_knowledge: pd.DataFrame | None = None,
+    champion_fluency: pd.DataFrame | None = None,
     judge_quality: dict | None = None,
 ) -> Annotated[GateDecision, "gate_decision"]:
     """Checks on interval bounds vs the base model and the champion, from paired per-prompt
@@ -69,10 +72,11 @@ def gate(
     quality (`judge_quality` of a judge trained for the re-evaluation, else the challenger's
     recorded one); the decision is tagged on the challenger."""
     threshold = plan.evaluation.judge.threshold if plan.evaluation else 0.5
-    measured = {"base": (base_scores, base_knowledge), "challenger": (challenger_scores, challenger_knowledge),
-                "champion": (champion_scores, champion_knowledge)}
-    evidence: Evidence = {role: evidence_of(scores, knowledge, threshold)
-                          for role, (scores, knowledge) in measured.items() if scores is not None}
+    measured = {"base": (base_scores, base_knowledge, base_fluency),
+                "challenger": (challenger_scores, challenger_knowledge, challenger_fluency),
+                "champion": (champion_scores, champion_knowledge, champion_fluency)}
+    evidence: Evidence = {role: evidence_of(ModelEvidence(*outputs), threshold)
+                          for role, outputs in measured.items() if outputs[0] is not None}
     if not plan.blocking:
         evidence |= stored_evidence(plan, evidence)
     decision = decide(plan, config.gate, evidence, judge_quality)

@@ -7,8 +7,9 @@ from zenml.types import HTMLString
 
 from mbad.adapters import AdapterDirectory
 from mbad.config import DetoxConfig
+from mbad.eval.compare import ModelEvidence
 from mbad.report import format_table
-from mbad.training_report import ModelOutputs, log_report
+from mbad.training_report import log_report
 from steps._stack import EXPERIMENT_TRACKER
 
 
@@ -28,8 +29,8 @@ def report(
 ) -> tuple[Annotated[pd.DataFrame, "detox_results"], Annotated[HTMLString, "detox_report"]]:
     """Every figure with its paired 95 % interval, to MLflow and ZenML; the adapter as a new
     registry version tagged with its metrics and the judge that scored it."""
-    logged = log_report(config, data_hash, ModelOutputs(base_scores, base_knowledge, base_fluency),
-                        ModelOutputs(tuned_scores, tuned_knowledge, tuned_fluency), judge_quality, Path(adapter.path),
+    logged = log_report(config, data_hash, ModelEvidence(base_scores, base_knowledge, base_fluency),
+                        ModelEvidence(tuned_scores, tuned_knowledge, tuned_fluency), judge_quality, Path(adapter.path),
                         get_step_context().pipeline_run.name, pairs)
     log_metadata(metadata={"metrics": logged.metrics, "mlflow_model_version": logged.version, "mlflow_run_id": logged.run_id},
                  infer_model=True)

@@ -7,6 +7,7 @@ from zenml import get_step_context, log_metadata, step
 from zenml.types import HTMLString
 
 from mbad.config import SweepConfig
+from mbad.eval.compare import ModelEvidence
 from mbad.sweep import Setting, compare_sweep
 from mbad.sweep_report import log_setting, log_sweep
 from steps._stack import EXPERIMENT_TRACKER
@@ -21,16 +22,23 @@ def collect_sweep(
     settings: list[dict], config: SweepConfig, judge_quality: dict
 ) -> tuple[Annotated[pd.DataFrame, "sweep_results"], Annotated[pd.DataFrame, "sweep_aggregates"],
            Annotated[HTMLString, "sweep_report"]]:
-    """Fan-in: read every setting's scores and probes from this run, build the tidy table,
-    heatmaps and aggregates, and log each setting as a nested MLflow run."""
+    """Fan-in: read every setting's evaluation from this run (its steps named by
+    `Setting.step_id`), build the tidy table, heatmaps and aggregates, and log each setting as a
+    nested MLflow run."""
     run = get_step_context().pipeline_run
     plan = [Setting(**{**s, "train_languages": tuple(s["train_languages"])}) for s in settings]
-    sweep = compare_sweep(plan, lambda name: (_output(run, f"score__{name}", "toxicity_scores"),
-                                              _output(run, f"knowledge__{name}", "knowledge_items")), config)
+    by_name = {setting.name: setting for setting in plan}
+
+    def output(setting: Setting, kind: str, name: str):
+        return _output(run, setting.step_id(kind), name)
+
+    sweep = compare_sweep(plan, lambda name: ModelEvidence(output(by_name[name], "score", "toxicity_scores"),
+                                                           output(by_name[name], "knowledge", "knowledge_items"),
+                                                           output(by_name[name], "fluency", "fluency")), config)
     for setting in plan:
-        adapter = _output(run, f"train__{setting.name}", "lora_adapter")
+        adapter = output(setting, "train", "lora_adapter")
         log_setting(setting, sweep.rows[setting.name], Path(adapter.path) if adapter is not None else None)
-    separation = {s.name: _output(run, f"represent__{s.name}", "language_separation") for s in plan}
+    separation = {s.name: output(s, "represent", "language_separation") for s in plan}
     html = log_sweep(config, sweep, separation, judge_quality)
     log_metadata(metadata={"settings": len(settings), "rows": len(sweep.results), "mlflow_run_id": mlflow.active_run().info.run_id})
     return sweep.results, sweep.aggregates, HTMLString(html)

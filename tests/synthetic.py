@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from mbad.eval.compare import evidence_of
+from mbad.eval.compare import ModelEvidence, evidence_of
 
 LANGS = ["en", "ru"]
 
@@ -24,7 +24,7 @@ def side(scores: dict[str, np.ndarray], empty: float = 0.0, in_language: float =
         }))
         items.append(pd.DataFrame({"probe": "udhr_perplexity", "lang": lang, "item": [f"a{i}" for i in range(20)],
                                    "value": nll + np.linspace(-1, 1, 20), "weight": 10.0}))
-    return evidence_of(pd.concat(frames, ignore_index=True), pd.concat(items, ignore_index=True), threshold=0.5)
+    return evidence_of(ModelEvidence(pd.concat(frames, ignore_index=True), pd.concat(items, ignore_index=True)), threshold=0.5)
 
 
 def scores(mean: float, n: int = 60, seed: int = 0) -> np.ndarray:

@@ -4,8 +4,8 @@ Each figure is built from clusters (`Clusters`: one row per prompt or probe item
 numerator and a denominator, for both models), and `paired_ratio_bootstrap` gives the base and
 fine-tuned values, their difference and the % change, each with a 95 % interval. The result is
 one tidy table (`ESTIMATE_COLUMNS`), from which the printed table, the MLflow metrics and the
-gate read. `compare_models` is the whole comparison of two models' scored completions (and
-their probe items and fluency), as every report, sweep and script makes it.
+gate read. `compare_models` is the whole comparison of two models' evidence (`ModelEvidence`: scored
+completions, probe items and fluency), as every report, sweep, gate and script makes it.
 """
 
 from __future__ import annotations
@@ -169,19 +169,38 @@ def clusters_from_evidence(evidence: pd.DataFrame) -> dict[str, pd.DataFrame]:
             for name, rows in table.groupby("figure", sort=True)}
 
 
-def model_clusters(
-    scores: pd.DataFrame, threshold: float, items: pd.DataFrame | None = None, fluency: pd.DataFrame | None = None,
-) -> dict[str, pd.DataFrame]:
-    """One model's clusters of every figure (`clusters_for`) from its scored completions; their
-    language is detected first (`mbad.eval.fidelity`) unless they carry `detected_lang`."""
-    scored = scores if "detected_lang" in scores else add_detected_language(scores)
-    return clusters_for(scored, threshold, items, fluency)
+@dataclass(frozen=True)
+class ModelEvidence:
+    """One model's evaluation, as every pipeline produces it: its scored completions (with
+    their detected language, added here when missing, see `mbad.eval.fidelity`), its knowledge
+    probe items and its fluency rows, and the one judge that scored them."""
+
+    scores: pd.DataFrame
+    knowledge: pd.DataFrame | None = None
+    fluency: pd.DataFrame | None = None
+
+    def __post_init__(self) -> None:
+        if "detected_lang" not in self.scores:
+            object.__setattr__(self, "scores", add_detected_language(self.scores))
+
+    @property
+    def judge(self) -> str:
+        """The scoring judge's name (`<backend>:<identity hash>`); one evaluation has one judge."""
+        names = sorted(set(self.scores["judge"].dropna())) if "judge" in self.scores else []
+        if len(names) != 1:
+            raise ValueError(f"the completions were scored by {len(names)} judges {names}: "
+                             "numbers of different judges are not compared")
+        return names[0]
+
+    def clusters(self, threshold: float) -> dict[str, pd.DataFrame]:
+        """Every figure's clusters (`clusters_for`)."""
+        return clusters_for(self.scores, threshold, self.knowledge, self.fluency)
 
 
-def evidence_of(scores: pd.DataFrame, knowledge: pd.DataFrame | None, threshold: float) -> dict[str, pd.DataFrame]:
+def evidence_of(model: ModelEvidence, threshold: float) -> dict[str, pd.DataFrame]:
     """One model's per-prompt (and per-item) clusters, keyed as stored evidence is (the gate
-    pairs them with a stored version's), from its scored completions and its knowledge items."""
-    return clusters_from_evidence(evidence_frame(model_clusters(scores, threshold, knowledge)))
+    pairs them with a stored version's)."""
+    return clusters_from_evidence(evidence_frame(model.clusters(threshold)))
 
 
 @dataclass(frozen=True)
@@ -194,14 +213,11 @@ class Comparison:
     tuned: dict[str, pd.DataFrame]
 
 
-def compare_models(
-    base_scores: pd.DataFrame, tuned_scores: pd.DataFrame, threshold: float, statistics: Resampling,
-    base_items: pd.DataFrame | None = None, tuned_items: pd.DataFrame | None = None,
-    base_fluency: pd.DataFrame | None = None, tuned_fluency: pd.DataFrame | None = None,
-) -> Comparison:
+def compare_models(base: ModelEvidence, tuned: ModelEvidence, threshold: float, statistics: Resampling) -> Comparison:
     """Every figure of one base vs fine-tuned comparison, paired on prompts (and probe items),
-    with intervals resampled as `statistics` says (a run's `StatisticsConfig`). The scored
-    completions get their language detected unless they carry it (`model_clusters`)."""
-    base = model_clusters(base_scores, threshold, base_items, base_fluency)
-    tuned = model_clusters(tuned_scores, threshold, tuned_items, tuned_fluency)
-    return Comparison(paired_estimates(base, tuned, all_figures(), statistics), base, tuned)
+    with intervals resampled as `statistics` says (a run's `StatisticsConfig`). Both models
+    must have been scored by the same judge."""
+    if base.judge != tuned.judge:
+        raise ValueError(f"base and fine-tuned completions were scored by different judges ({base.judge}, {tuned.judge})")
+    base_clusters, tuned_clusters = base.clusters(threshold), tuned.clusters(threshold)
+    return Comparison(paired_estimates(base_clusters, tuned_clusters, all_figures(), statistics), base_clusters, tuned_clusters)

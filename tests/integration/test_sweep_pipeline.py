@@ -59,6 +59,9 @@ def test_sweep_table_has_every_mode_and_method_and_a_full_transfer_square(stack,
         square = results[(results["method"] == method) & (results["mode"] == "xft") & (results["metric"] == "toxicity_change_pct")]
         assert len(square) == len(LANGUAGES) ** 2
     assert set(results[results["mode"] == "zs"]["method"]) == {"none"}
+    # Every cell is evaluated as the training pipeline evaluates a model: fluency included.
+    fluency = results[results["metric"] == "fluency_perplexity_change_pct"]
+    assert len(fluency) == len(results[results["metric"] == "toxicity_change_pct"]) and fluency["value"].notna().all()
     results = results[results["method"].isin(["sft", "none"])]
     toxicity = results[results["metric"] == "toxicity_change_pct"]
     square = toxicity[toxicity["mode"] == "xft"].pivot_table(index="source", columns="target", values="value")

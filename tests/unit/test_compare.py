@@ -9,7 +9,16 @@ import pandas as pd
 import pytest
 
 from mbad.config import StatisticsConfig
-from mbad.eval.compare import FIGURES, all_figures, clusters_for, compare_models, paired_estimates, toxicity_clusters, wide_table
+from mbad.eval.compare import (
+    FIGURES,
+    ModelEvidence,
+    all_figures,
+    clusters_for,
+    compare_models,
+    paired_estimates,
+    toxicity_clusters,
+    wide_table,
+)
 from mbad.eval.fidelity import add_detected_language
 from mbad.eval.stats import BootstrapConfig
 
@@ -51,9 +60,10 @@ def test_compare_models_detects_the_language_and_resamples_as_the_run_config_say
     rng = np.random.default_rng(1)
     texts = ["the cat sleeps in the house", "el gato duerme en la casa", ""]
     frames = [pd.DataFrame({"pair_id": np.repeat([f"p{i}" for i in range(30)], 2), "lang": "en", "sample": [0, 1] * 30,
-                            "score": rng.uniform(0, scale, 60), "completion": rng.choice(texts, 60)}) for scale in (0.8, 0.5)]
+                            "score": rng.uniform(0, scale, 60), "completion": rng.choice(texts, 60), "judge": "lexicon:0"})
+              for scale in (0.8, 0.5)]
     statistics = StatisticsConfig(n_resamples=1000, confidence=0.9, seed=4)
-    comparison = compare_models(frames[0], frames[1], 0.5, statistics)
+    comparison = compare_models(ModelEvidence(frames[0]), ModelEvidence(frames[1]), 0.5, statistics)
     base, tuned = (clusters_for(add_detected_language(frame), 0.5) for frame in frames)
     expected = paired_estimates(base, tuned, all_figures(), BootstrapConfig(n_resamples=1000, confidence=0.9, seed=4))
     assert comparison.estimates.equals(expected) and "target_language_share" in set(expected["metric"])
