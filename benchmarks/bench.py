@@ -128,7 +128,7 @@ def run(settings: BenchSettings, sections: tuple[str, ...], home: Path) -> dict:
     # One set of prompts and sampling settings for every generator compared.
     test = select(pairs, "test", list(settings.languages), max_per_language=settings.prompts_per_language)
     generation = GenerationConfig(max_new_tokens=settings.new_tokens, batch_size=settings.generation_batch_size)
-    prompts = build_prompts(test["toxic"].tolist(), generation.prompt_template)
+    prompts = build_prompts(test["toxic"].tolist(), test["lang"].tolist(), generation.protocol)
     adapter = None
     if "generation" in sections or "vllm" in sections:
         from mbad.models import load_base_model
@@ -155,8 +155,8 @@ def run(settings: BenchSettings, sections: tuple[str, ...], home: Path) -> dict:
         train = select(pairs, "train", ["en"], max_per_language=settings.train_examples, role="adapter")
         config = TrainConfig(method="dpo", epochs=settings.train_epochs, batch_size=settings.train_batch_size,
                              checkpoint_every=0)
-        results["dpo"] = measure.measure_dpo(train["toxic"].tolist(), train["neutral"].tolist(), model, config,
-                                             settings.train_repeats)
+        results["dpo"] = measure.measure_dpo(train["toxic"].tolist(), train["neutral"].tolist(), train["lang"].tolist(), model,
+                                             config, settings.train_repeats)
     if "zenml" in sections:
         results["zenml"] = measure.measure_zenml_overhead(pipeline_config(settings, model), home, settings.zenml_repeats)
     results["machine_after"] = {"load_average_1min": round(os.getloadavg()[0], 2)}

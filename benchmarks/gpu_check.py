@@ -264,7 +264,7 @@ def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     pairs = load_directory(args.data_dir)
     test = select(pairs, "test")
-    prompts = build_prompts(test["toxic"].tolist(), GenerationConfig().prompt_template)[: sizes.prompts]
+    prompts = build_prompts(test["toxic"].tolist(), test["lang"].tolist(), GenerationConfig().protocol)[: sizes.prompts]
     texts = select(pairs, "train", ["en"], max_per_language=sizes.train_examples)["neutral"].tolist()
     sentences = test["neutral"].tolist()[: sizes.perplexity_sentences]
 

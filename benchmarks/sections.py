@@ -234,7 +234,7 @@ def _train_trl(texts: list[str], model: ModelConfig, config: TrainConfig, scratc
             "trl_version": trl.__version__}
 
 
-def _dpo_ours(pairs: tuple[list[str], list[str]], model: ModelConfig, config: TrainConfig, scratch: Path) -> dict:
+def _dpo_ours(pairs: tuple[list[str], list[str], list[str]], model: ModelConfig, config: TrainConfig, scratch: Path) -> dict:
     """Our DPO, timed whole: its reference scoring (once, before training) counts too."""
     from mbad.train.dpo import train_dpo_adapter
 
@@ -247,7 +247,7 @@ def _dpo_ours(pairs: tuple[list[str], list[str]], model: ModelConfig, config: Tr
             "final_loss": summary.final_loss, "peak_memory_mb": _peak_memory_mb(loaded.device)}
 
 
-def _dpo_trl(pairs: tuple[list[str], list[str]], model: ModelConfig, config: TrainConfig, scratch: Path) -> dict:
+def _dpo_trl(pairs: tuple[list[str], list[str], list[str]], model: ModelConfig, config: TrainConfig, scratch: Path) -> dict:
     """TRL's DPOTrainer on the same preferences (prompt, chosen, rejected strings), LoRA, beta,
     batch size and sigmoid loss; its reference is the same model with the adapter disabled, as
     TRL does with PEFT by default. Tokens counted with our tokenization, as for ours."""
@@ -255,10 +255,11 @@ def _dpo_trl(pairs: tuple[list[str], list[str]], model: ModelConfig, config: Tra
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
+    from mbad.protocols import DEFAULT_PROTOCOL
     from mbad.train.dpo import preference_pairs, tokenize_preferences
 
     loaded = load_base_model(model)
-    preferences = preference_pairs(*pairs, config.dpo.prompt_template or "Complete the sentence: {toxic}")
+    preferences = preference_pairs(*pairs, config.dpo.protocol or DEFAULT_PROTOCOL)
     examples = tokenize_preferences(loaded.tokenizer, preferences, config.max_length)
     on_gpu = loaded.device.type == "cuda"
     args = DPOConfig(
@@ -294,19 +295,20 @@ def _train_in_this_process(side: str, data, model_json: str, config_json: str) -
 
 def train_in_fresh_process(side: str, data, model: ModelConfig, config: TrainConfig) -> dict:
     """One training in its own process, so that its peak memory is its own. `data`: the texts
-    (SFT) or the (toxic, neutral) lists (DPO)."""
+    (SFT) or the (toxic, neutral, language) lists (DPO)."""
     with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
         return pool.submit(_train_in_this_process, side, data, model.model_dump_json(), config.model_dump_json()).result()
 
 
-def measure_dpo(toxic: list[str], neutral: list[str], model: ModelConfig, config: TrainConfig, repeats: int) -> dict:
+def measure_dpo(toxic: list[str], neutral: list[str], languages: list[str], model: ModelConfig, config: TrainConfig,
+                repeats: int) -> dict:
     """Our DPO vs TRL's DPOTrainer, tokens (chosen + rejected rows, real) per second, each timed
     from the start of its training call (ours: reference scoring included; TRL: trainer set-up
     and its dataset tokenization included), best of `repeats`, alternating."""
     runs: dict[str, list[dict]] = {"dpo_ours": [], "dpo_trl": []}
     for _ in range(repeats):
         for side in runs:
-            result = train_in_fresh_process(side, (toxic, neutral), model, config)
+            result = train_in_fresh_process(side, (toxic, neutral, languages), model, config)
             runs[side].append({**result, "tokens_per_s": result["tokens"] / result["seconds"]})
     ours, trl = (max(runs[side], key=lambda run: run["tokens_per_s"]) for side in ("dpo_ours", "dpo_trl"))
     return {"pairs": len(toxic), "epochs": config.epochs, "batch_size": config.batch_size, "beta": config.dpo.beta,

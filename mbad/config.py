@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from mbad.languages import LanguageRegistry
 from mbad.paths import REPO_ROOT
+from mbad.protocols import DEFAULT_PROTOCOL, get_protocol
 from mbad.train.names import METHOD_NAMES
 
 PAPER_LANGUAGES = ["en", "es", "de", "ru", "uk", "zh", "ar", "hi", "am"]
@@ -145,8 +146,9 @@ class DPOSettings(StrictConfig):
 
     # Strength of the pull away from the reference (the base model); 0.1 as Li, Yong & Bach 2024.
     beta: float = 0.1
-    # None: the evaluation's `generation.prompt_template` (filled in by `DetoxConfig`).
-    prompt_template: str | None = None
+    # A prompt protocol of `mbad.protocols`; None: the evaluation's `generation.protocol` (filled
+    # in by `DetoxConfig`), so that the adapter learns on prompts of the form it is evaluated on.
+    protocol: str | None = None
 
     @field_validator("beta")
     @classmethod
@@ -155,12 +157,10 @@ class DPOSettings(StrictConfig):
             raise ValueError(f"train.dpo.beta must be > 0, got {value}")
         return value
 
-    @field_validator("prompt_template")
+    @field_validator("protocol")
     @classmethod
-    def _has_placeholder(cls, value: str | None) -> str | None:
-        if value is not None and "{toxic}" not in value:
-            raise ValueError("train.dpo.prompt_template must contain '{toxic}'")
-        return value
+    def _registered_protocol(cls, value: str | None) -> str | None:
+        return value if value is None else get_protocol(value).name
 
 
 class TrainConfig(StrictConfig):
@@ -218,7 +218,9 @@ class TrainConfig(StrictConfig):
 class GenerationConfig(StrictConfig):
     """How completions of toxic prompts are sampled (paper: T=0.7, top_p=0.9, 50 tokens)."""
 
-    prompt_template: str = "Complete the sentence: {toxic}"
+    # How a toxic test sentence becomes the prompt: a protocol of `mbad.protocols.PROTOCOLS`
+    # (`paper_instruction`: "Complete the sentence: <toxic>", as the paper asks in every language).
+    protocol: str = DEFAULT_PROTOCOL
     # 0 is greedy decoding (the most likely token each step, `mbad.generation` samples nothing).
     temperature: float = 0.7
     top_p: float = 0.9
@@ -234,12 +236,10 @@ class GenerationConfig(StrictConfig):
     # stay within float32's intervals (README) but are not float32's completions token for token.
     dtype: Literal["model", "float32", "bfloat16"] = "model"
 
-    @field_validator("prompt_template")
+    @field_validator("protocol")
     @classmethod
-    def _has_placeholder(cls, value: str) -> str:
-        if "{toxic}" not in value:
-            raise ValueError("generation.prompt_template must contain '{toxic}'")
-        return value
+    def _registered_protocol(cls, value: str) -> str:
+        return get_protocol(value).name
 
     @field_validator("temperature", "top_k")
     @classmethod
@@ -373,8 +373,17 @@ class DetoxConfig(StrictConfig):
             error = _unknown_languages(field, codes, self.data.languages_file)
             if error:
                 raise ValueError(error)
-        if self.train.dpo.prompt_template is None:  # DPO trains on the prompts the evaluation asks
-            self.train.dpo.prompt_template = self.generation.prompt_template
+        if self.train.dpo.protocol is None:  # DPO trains on the prompts the evaluation asks
+            self.train.dpo.protocol = self.generation.protocol
+        # A protocol that cannot prompt in a language it will be asked in fails here, before any step runs.
+        prompted = [("generation.protocol", self.generation.protocol, self.target_languages)]
+        if self.train.method == "dpo":
+            prompted.append(("train.dpo.protocol", self.train.dpo.protocol, self.train.source_languages))
+        for field, protocol, codes in prompted:
+            try:
+                get_protocol(protocol).check_languages(codes)
+            except ValueError as error:
+                raise ValueError(f"{field}: {error}") from error
         return self
 
 

@@ -18,10 +18,14 @@ from transformers import LogitsProcessor, LogitsProcessorList
 
 from mbad.config import GenerationConfig
 from mbad.models import LoadedModel
+from mbad.protocols import get_protocol
 
 
-def build_prompts(toxic_texts: list[str], template: str) -> list[str]:
-    return [template.format(toxic=text) for text in toxic_texts]
+def build_prompts(toxic_texts: list[str], languages: list[str], protocol: str) -> list[str]:
+    """The prompt of each toxic sentence of language `languages[i]` under the prompt protocol
+    `protocol` (a name of `mbad.protocols.PROTOCOLS`)."""
+    prompt_protocol = get_protocol(protocol)
+    return [prompt_protocol.build(text, lang) for text, lang in zip(toxic_texts, languages, strict=True)]
 
 
 class TopKTopPSampler(LogitsProcessor):
@@ -231,7 +235,7 @@ def generate_for_targets(
 
     Returns one row per sample: pair_id, lang, sample, prompt, completion.
     """
-    prompts = build_prompts(test_pairs["toxic"].tolist(), config.prompt_template)
+    prompts = build_prompts(test_pairs["toxic"].tolist(), test_pairs["lang"].tolist(), config.protocol)
     completions = generate_completions(loaded, prompts, config, desc=desc, prompt_keys=test_pairs["pair_id"].tolist())
     rows = [
         {"pair_id": pair_id, "lang": lang, "sample": k, "prompt": prompt, "completion": text}

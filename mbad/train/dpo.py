@@ -1,7 +1,8 @@
 """Direct preference optimisation (Rafailov et al. 2023) on the toxic/neutral pairs, with LoRA.
 
-Each train pair becomes a preference: the prompt is the evaluation's prompt form built from the
-toxic sentence's first half ("Complete the sentence: <first half>"), the chosen continuation is
+Each train pair becomes a preference: the prompt is the toxic sentence's first half in the form of
+the prompt protocol the adapter is evaluated under (`train.dpo.protocol`, `mbad.protocols`; for
+`paper_instruction`, "Complete the sentence: <first half>"), the chosen continuation is
 the rest of the neutral rewrite and the rejected one the rest of the toxic sentence. The loss is
 DPO's sigmoid loss, -log sigmoid(beta * ((log pi(chosen) - log ref(chosen)) - (log pi(rejected)
 - log ref(rejected)))), with log-probabilities summed over the continuation's tokens. The
@@ -13,7 +14,6 @@ processes.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,10 +23,9 @@ import torch.nn.functional as F
 from mbad.config import ModelConfig, TrainConfig
 from mbad.lm_head import LMHead, chunked_token_nll, split_lm_head
 from mbad.models import LoadedModel
+from mbad.protocols import DEFAULT_PROTOCOL, get_protocol, half_length, sentence_units
 from mbad.train.launch import TrainingJob, launch_processes, needs_launch
 from mbad.train.loop import Objective, TrainSummary, train_with_objective
-
-DEFAULT_TEMPLATE = "Complete the sentence: {toxic}"
 
 
 @dataclass(frozen=True)
@@ -36,21 +35,18 @@ class Preference:
     rejected: str
 
 
-def _units(text: str) -> tuple[list[str], str]:
-    """Words (joined by spaces), or characters for text written without spaces (zh)."""
-    words = text.split()
-    return (words, " ") if len(words) >= 2 else (list(text.strip()), "")
-
-
-def preference_pairs(toxic: list[str], neutral: list[str], template: str = DEFAULT_TEMPLATE) -> list[Preference]:
-    """One preference per pair whose toxic and neutral continuations differ (others are dropped)."""
+def preference_pairs(toxic: list[str], neutral: list[str], languages: list[str],
+                     protocol: str = DEFAULT_PROTOCOL) -> list[Preference]:
+    """One preference per pair whose toxic and neutral continuations differ (others are dropped);
+    `languages[i]` is pair i's language, `protocol` the prompt protocol its prompt takes the form of."""
+    prompt_protocol = get_protocol(protocol)
     pairs = []
-    for toxic_text, neutral_text in zip(toxic, neutral, strict=True):
-        toxic_units, toxic_sep = _units(toxic_text)
-        neutral_units, neutral_sep = _units(neutral_text)
+    for toxic_text, neutral_text, lang in zip(toxic, neutral, languages, strict=True):
+        toxic_units, toxic_sep = sentence_units(toxic_text)
+        neutral_units, neutral_sep = sentence_units(neutral_text)
         if len(toxic_units) < 2 or not neutral_units:
             continue
-        cut = math.ceil(len(toxic_units) / 2)
+        cut = half_length(toxic_units)
         # The neutral rewrite is cut at the same relative position, so both continuations
         # say the second half of the same sentence.
         neutral_cut = min(len(neutral_units) - 1, round(cut * len(neutral_units) / len(toxic_units)))
@@ -58,7 +54,7 @@ def preference_pairs(toxic: list[str], neutral: list[str], template: str = DEFAU
         chosen = neutral_sep + neutral_sep.join(neutral_units[neutral_cut:]) if neutral_sep \
             else "".join(neutral_units[neutral_cut:])
         if chosen.strip() and chosen.strip() != rejected.strip():
-            prompt = template.format(toxic=toxic_sep.join(toxic_units[:cut]))
+            prompt = prompt_protocol.frame(toxic_sep.join(toxic_units[:cut]), lang)
             pairs.append(Preference(prompt, chosen, rejected))
     return pairs
 
@@ -148,11 +144,12 @@ def reference_logps(loaded: LoadedModel, examples: list[dict], batch_size: int) 
             example["reference_chosen"], example["reference_rejected"] = float(logps[index]), float(logps[index + len(chunk)])
 
 
-def dpo_objective(loaded: LoadedModel, toxic: list[str], neutral: list[str], config: TrainConfig) -> Objective:
+def dpo_objective(loaded: LoadedModel, toxic: list[str], neutral: list[str], languages: list[str],
+                  config: TrainConfig) -> Objective:
     """Preferences from the pairs, tokenized and scored by the reference (the base model)."""
     if loaded.is_seq2seq:
         raise ValueError("train.method 'dpo' needs a causal LM; this model is encoder-decoder (use 'sft')")
-    pairs = preference_pairs(toxic, neutral, config.dpo.prompt_template or DEFAULT_TEMPLATE)
+    pairs = preference_pairs(toxic, neutral, languages, config.dpo.protocol or DEFAULT_PROTOCOL)
     if not pairs:
         raise ValueError("no preference pairs: every pair's toxic and neutral continuations were empty or equal")
     examples = tokenize_preferences(loaded.tokenizer, pairs, config.max_length)
@@ -168,19 +165,22 @@ def dpo_objective(loaded: LoadedModel, toxic: list[str], neutral: list[str], con
 def train_dpo_adapter(
     toxic: list[str],
     neutral: list[str],
+    languages: list[str],
     model_config: ModelConfig,
     config: TrainConfig,
     output_dir: Path,
     checkpoint_dir: Path | None = None,
     loaded: LoadedModel | None = None,
 ) -> TrainSummary:
-    """Fine-tune a LoRA adapter by DPO on the pairs (neutral preferred); resumable as SFT is."""
+    """Fine-tune a LoRA adapter by DPO on the pairs (neutral preferred, `languages[i]` pair i's
+    language); resumable as SFT is."""
     if not toxic:
         raise ValueError("no training pairs: check train.source_languages and the data")
     if needs_launch(config):
-        return launch_processes(TrainingJob("dpo", [toxic, neutral], model_config, config, output_dir, checkpoint_dir))
-    return train_with_objective(lambda base: dpo_objective(base, toxic, neutral, config), model_config, config, output_dir,
-                                checkpoint_dir, loaded)
+        return launch_processes(TrainingJob("dpo", [toxic, neutral, languages], model_config, config, output_dir,
+                                            checkpoint_dir))
+    return train_with_objective(lambda base: dpo_objective(base, toxic, neutral, languages, config), model_config, config,
+                                output_dir, checkpoint_dir, loaded)
 
 
 def describe_dpo(train: dict) -> str:
@@ -189,11 +189,12 @@ def describe_dpo(train: dict) -> str:
 
 
 @torch.no_grad()
-def preference_margins(loaded: LoadedModel, toxic: list[str], neutral: list[str], config: TrainConfig) -> torch.Tensor:
+def preference_margins(loaded: LoadedModel, toxic: list[str], neutral: list[str], languages: list[str],
+                       config: TrainConfig) -> torch.Tensor:
     """Per pair, (chosen log-ratio - rejected log-ratio) of `loaded` (e.g. base + adapter) vs the
     base model, which `loaded` must wrap as a peft model (its adapter is disabled for the reference)."""
-    examples = tokenize_preferences(loaded.tokenizer, preference_pairs(toxic, neutral, config.dpo.prompt_template
-                                                                       or DEFAULT_TEMPLATE), config.max_length)
+    preferences = preference_pairs(toxic, neutral, languages, config.dpo.protocol or DEFAULT_PROTOCOL)
+    examples = tokenize_preferences(loaded.tokenizer, preferences, config.max_length)
     with loaded.model.disable_adapter():
         reference_logps(loaded, examples, config.batch_size)
     batch = {key: value.to(loaded.device) for key, value in

@@ -19,7 +19,8 @@ class TrainingMethod:
 
     `train(*data, model_config, config, output_dir, checkpoint_dir=None, loaded=None)` trains one
     and saves it, where `data` are the pairs' columns named by `learns_from`, in that order, each
-    a list of sentences. `describe(train config as a dict)` says in a line what it optimises."""
+    a list of strings (sentences, or the pairs' language codes). `describe(train config as a dict)`
+    says in a line what it optimises."""
 
     train: Callable[..., TrainSummary]
     learns_from: tuple[str, ...]
@@ -28,5 +29,6 @@ class TrainingMethod:
 
 METHODS: dict[str, TrainingMethod] = {
     "sft": TrainingMethod(train_sft_adapter, ("neutral",), describe_sft),
-    "dpo": TrainingMethod(train_dpo_adapter, ("toxic", "neutral"), describe_dpo),
+    # The language of each pair: its preference prompt is in the evaluation's protocol, which may speak it.
+    "dpo": TrainingMethod(train_dpo_adapter, ("toxic", "neutral", "lang"), describe_dpo),
 }

@@ -33,17 +33,19 @@ from tests.conftest import REPO_ROOT
 
 
 def test_preferences_cut_both_sentences_at_the_same_place_and_use_the_evaluation_prompt():
-    pairs = preference_pairs(["you are a damn fool today", "短句子很坏", "same same"], ["you are wrong today", "短句子不好", "same same"])
+    pairs = preference_pairs(["you are a damn fool today", "短句子很坏", "same same"], ["you are wrong today", "短句子不好", "same same"],
+                             ["en", "zh", "en"])
     assert [pair.prompt for pair in pairs] == ["Complete the sentence: you are a", "Complete the sentence: 短句子"]
     assert pairs[0].rejected == " damn fool today" and pairs[0].chosen == " wrong today"
     assert pairs[1].rejected == "很坏" and pairs[1].chosen == "不好"  # characters where there are no spaces
-    assert DetoxConfig(generation={"prompt_template": "Continue: {toxic}"}).train.dpo.prompt_template == "Continue: {toxic}"
+    assert DetoxConfig(generation={"protocol": "continuation"}).train.dpo.protocol == "continuation"
 
 
 def test_the_loss_equals_the_closed_form_on_the_same_batch(tiny_model_dir, pairs):
     loaded = load_base_model(ModelConfig(name_or_path=str(tiny_model_dir)))
     train = select(pairs, "train", ["en", "ru"], max_per_language=4)
-    examples = tokenize_preferences(loaded.tokenizer, preference_pairs(train["toxic"].tolist(), train["neutral"].tolist()), 64)
+    preferences = preference_pairs(train["toxic"].tolist(), train["neutral"].tolist(), train["lang"].tolist())
+    examples = tokenize_preferences(loaded.tokenizer, preferences, 64)
     batch = collate_preferences(examples, loaded.tokenizer.pad_token_id)
     # The closed form, from the full logits of a plain forward pass.
     logits = loaded.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
@@ -74,29 +76,29 @@ def test_the_loss_equals_the_closed_form_on_the_same_batch(tiny_model_dir, pairs
 
 def test_dpo_lowers_its_loss_and_prefers_the_neutral_continuation(tiny_model_dir, pairs, tmp_path):
     train = select(pairs, "train", ["en"], max_per_language=16)
-    toxic, neutral = train["toxic"].tolist(), train["neutral"].tolist()
+    toxic, neutral, languages = train["toxic"].tolist(), train["neutral"].tolist(), train["lang"].tolist()
     model_config = ModelConfig(name_or_path=str(tiny_model_dir))
     config = TrainConfig(method="dpo", epochs=6, batch_size=4, learning_rate=5e-3, checkpoint_every=0)
-    summary = train_dpo_adapter(toxic, neutral, model_config, config, tmp_path / "adapter")
+    summary = train_dpo_adapter(toxic, neutral, languages, model_config, config, tmp_path / "adapter")
     assert summary.steps == 6 * 4
     assert summary.losses[0] == pytest.approx(0.693, abs=0.01)  # log 2: the adapter starts as the identity
     assert sum(summary.losses[-4:]) < sum(summary.losses[:4])
     assert read_adapter_meta(tmp_path / "adapter")["train"]["method"] == "dpo"
     tuned = load_adapter(load_base_model(model_config), tmp_path / "adapter")
-    margins = preference_margins(tuned, toxic, neutral, config)
+    margins = preference_margins(tuned, toxic, neutral, languages, config)
     # The chosen (neutral) log-ratio now rises above the rejected (toxic) one, pair after pair.
     assert margins.mean() > 0 and (margins > 0).float().mean() > 0.8
 
 
 def test_killed_dpo_training_resumes_from_its_checkpoint(tiny_model_dir, pairs, tmp_path):
     train = select(pairs, "train", ["en"], max_per_language=80)
-    (tmp_path / "pairs.json").write_text(json.dumps([train["toxic"].tolist(), train["neutral"].tolist()]))
+    (tmp_path / "pairs.json").write_text(json.dumps([train["toxic"].tolist(), train["neutral"].tolist(), train["lang"].tolist()]))
     config = TrainConfig(method="dpo", epochs=2, batch_size=2, checkpoint_every=1)
     script = (
         "import json, sys; from pathlib import Path; sys.path.insert(0, %r)\n"
         "from mbad.config import ModelConfig, TrainConfig\nfrom mbad.train.dpo import train_dpo_adapter\n"
-        "toxic, neutral = json.loads(Path(%r).read_text())\n"
-        "train_dpo_adapter(toxic, neutral, ModelConfig(name_or_path=%r), TrainConfig(**json.loads(%r)), Path(%r), Path(%r))\n"
+        "toxic, neutral, languages = json.loads(Path(%r).read_text())\n"
+        "train_dpo_adapter(toxic, neutral, languages, ModelConfig(name_or_path=%r), TrainConfig(**json.loads(%r)), Path(%r), Path(%r))\n"
     ) % (str(REPO_ROOT), str(tmp_path / "pairs.json"), str(tiny_model_dir), config.model_dump_json(),
          str(tmp_path / "adapter"), str(tmp_path / "ckpt"))
     process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -111,7 +113,7 @@ def test_killed_dpo_training_resumes_from_its_checkpoint(tiny_model_dir, pairs, 
     saved_step = torch.load(tmp_path / "ckpt" / "state.pt", weights_only=False)["step"]
     assert saved_step >= 1
 
-    summary = train_dpo_adapter(train["toxic"].tolist(), train["neutral"].tolist(), ModelConfig(name_or_path=str(tiny_model_dir)),
-                                config, tmp_path / "adapter", tmp_path / "ckpt")
+    summary = train_dpo_adapter(train["toxic"].tolist(), train["neutral"].tolist(), train["lang"].tolist(),
+                                ModelConfig(name_or_path=str(tiny_model_dir)), config, tmp_path / "adapter", tmp_path / "ckpt")
     assert summary.resumed_from_step == saved_step and summary.steps == 2 * math.ceil(summary.examples / 2)
     assert not (tmp_path / "ckpt" / "state.pt").exists()

@@ -15,7 +15,7 @@ def test_every_method_a_config_accepts_has_a_training_function():
     assert set(METHODS) == set(METHOD_NAMES)
     for name, method in METHODS.items():
         assert TrainConfig(method=name).method == name
-        assert method.learns_from and set(method.learns_from) <= {"toxic", "neutral"}
+        assert method.learns_from and set(method.learns_from) <= {"toxic", "neutral", "lang"}  # columns of the pairs
         # The step and the launched processes pass the data columns first, then the same arguments.
         parameters = list(inspect.signature(method.train).parameters)
         assert parameters[len(method.learns_from):] == ["model_config", "config", "output_dir", "checkpoint_dir", "loaded"]
