@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from mbad.protocols import get_protocol
 from mbad.report import format_table
 from mbad.train.methods import METHODS
 
@@ -20,6 +21,7 @@ def model_card(config: dict, estimates: pd.DataFrame, judge: dict[str, str], dat
     """Markdown: what was trained on what, how, results with intervals, the judge, limitations, terms."""
     train, generation, model = config["train"], config["generation"], config["model"]
     method = train.get("method", "sft")
+    protocol = get_protocol(generation["protocol"])
     objective = METHODS[method].describe(train)
     toxicity = estimates[estimates["metric"] == "toxicity_mean"]
     n_prompts = ", ".join(f"{row.target} {int(row.n)}" for row in toxicity.itertuples()) or "-"
@@ -36,6 +38,8 @@ def model_card(config: dict, estimates: pd.DataFrame, judge: dict[str, str], dat
         f"- **Evaluated languages**: {', '.join(config['target_languages'])} (test split; prompts per language: {n_prompts}; "
         f"{generation['num_samples']} sample(s) per prompt, T={generation['temperature']}, top-p {generation['top_p']}, "
         f"top-k {generation['top_k']}, {generation['max_new_tokens']} new tokens)",
+        f"- **Prompts**: protocol `{protocol.name}`, {protocol.description} — numbers under another protocol are not "
+        "comparable with these",
         f"- **Toxicity judge**: `{judge.get('name', '')}` — numbers from another judge are not comparable with these",
         f"- **Lineage**: MLflow run `{run_id}`, ZenML run `{zenml_run}`",
         "",
@@ -50,7 +54,7 @@ def model_card(config: dict, estimates: pd.DataFrame, judge: dict[str, str], dat
         "- Toxicity is measured by an offline classifier trained on MultiParaDetox's judge-role pairs; it is not a human "
         "judgement, and its quality (held-out ROC-AUC, style bias) is logged with the run as `judge_auc/<lang>` and "
         "`judge_style_bias/<lang>`.",
-        "- The prompts are the first halves of the test split's toxic sentences (the paper's protocol); other inputs, "
+        f"- The prompts are the test split's toxic sentences in the form of protocol `{protocol.name}`; other prompt forms, "
         "longer contexts or chat use were not evaluated.",
         "- An interval that includes 0 is no evidence of an effect; promotion to `champion` is decided by the gate on "
         "interval bounds, not by this card.",
@@ -67,7 +71,7 @@ def model_card(config: dict, estimates: pd.DataFrame, judge: dict[str, str], dat
         "```python",
         "import mlflow",
         "model = mlflow.pyfunc.load_model('models:/mbad-detox@champion')",
-        "model.predict(['Complete the sentence: ...'])",
+        f"model.predict([{protocol.frame('...', 'en')!r}])  # prompts of protocol `{protocol.name}`, as evaluated",
         "```",
         "",
     ]

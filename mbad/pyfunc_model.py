@@ -1,7 +1,9 @@
 """The MLflow pyfunc model behind every registered version (logged as models-from-code).
 
-`mlflow.pyfunc.load_model("models:/mbad-detox@champion").predict(["Complete the sentence: ..."])`
-loads the base model, applies the adapter and returns one completion per prompt. Served with
+`mlflow.pyfunc.load_model("models:/mbad-detox@champion").predict([prompt, ...])` loads the base
+model, applies the adapter and returns one completion per prompt. A prompt is completed as given:
+the version was evaluated on prompts of the protocol its `generation.protocol` names
+(`mbad.protocols`; the model card shows their form), and serving builds none. Served with
 `make serve` (`mlflow models serve`), it takes `{"inputs": ["prompt", ...]}` and answers
 `{"predictions": ["completion", ...]}`.
 
