@@ -103,7 +103,7 @@ def log_report(
     png = plot_comparison(estimates, source)
     mlflow.log_params({"base_model": config.model.name_or_path, "judge": identity["name"], "data_hash": data_hash,
                        "source_languages": ",".join(config.train.source_languages),
-                       "target_languages": ",".join(config.target_languages),
+                       "target_languages": ",".join(config.target_languages), "protocol": config.generation.protocol,
                        "num_samples": config.generation.num_samples, "bootstrap_resamples": stats.n_resamples})
     run_id = mlflow.active_run().info.run_id
     _log_training_from_cache(run_id, adapter_dir)
