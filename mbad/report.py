@@ -14,6 +14,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from mbad.eval.compare import FIGURES  # noqa: E402
+from mbad.eval.decomposition import SWITCHING, WITHIN  # noqa: E402
 from mbad.eval.judges.quality import auc_with_interval  # noqa: E402
 
 PARTS = ("base", "tuned", "diff", "change_pct")
@@ -74,6 +75,8 @@ TABLE_COLUMNS = [
     ("tox base", "toxicity_mean", "base"),
     ("tox tuned", "toxicity_mean", "tuned"),
     ("tox Δ% [95% CI]", "toxicity_mean", "change_pct"),
+    ("within-lang Δ%", WITHIN, "change_pct"),
+    ("switching Δ%", SWITCHING, "change_pct"),
     ("P(toxic) tuned", "toxicity_probability", "tuned"),
     ("empty tuned", "empty_share", "tuned"),
     ("in-lang base", "target_language_share", "base"),
@@ -84,7 +87,8 @@ TABLE_COLUMNS = [
 
 def format_table(estimates: pd.DataFrame, probes: list[str] | None = None) -> str:
     """The console table printed after a run: per target language, n prompts, toxicity with
-    its paired 95 % interval, fidelity, and each knowledge probe's change with its interval."""
+    its paired 95 % interval, the change's within-language and language-switching parts,
+    fidelity, and each knowledge probe's change with its interval."""
     if estimates.empty:
         return "(no estimates)"
     probes = probes if probes is not None else sorted(set(estimates["metric"]) - PROMPT_FIGURES)
@@ -121,14 +125,17 @@ def format_judge_quality(quality: dict[str, dict[str, float]], languages: list[s
 
 
 def plot_comparison(estimates: pd.DataFrame, source_label: str) -> bytes:
-    """PNG: per target language, the change in toxicity, and each knowledge probe's change, as
-    points with their paired 95 % intervals (error bars), and the fidelity of both models."""
-    panels = [("toxicity_mean", "change_pct", "toxicity change (%)")]
+    """PNG: per target language, the change in toxicity and its within-language and switching
+    parts, and each knowledge probe's change, as bars with their paired 95 % intervals (error
+    bars), and the fidelity of both models."""
+    panels = [("toxicity_mean", "change_pct", "toxicity change (%)"), (WITHIN, "change_pct", "within-language part (%)"),
+              (SWITCHING, "change_pct", "language-switching part (%)")]
     panels += [(probe, "change_pct" if "perplexity" in probe else "diff",
                 f"{probe} change ({'%' if 'perplexity' in probe else 'points'})")
                for probe in sorted(set(estimates["metric"]) - PROMPT_FIGURES) + ["fluency_perplexity"]
                if probe in set(estimates["metric"])]
     panels += [("target_language_share", "both", "share in the target language")]
+    panels = [panel for panel in panels if panel[0] in set(estimates["metric"])]
     figure, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4), squeeze=False)
     for axis, (metric, part, title) in zip(axes[0], panels):
         rows = estimates[estimates["metric"] == metric].sort_values("target")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
@@ -10,6 +11,7 @@ import pandas as pd
 
 from mbad.config import StatisticsConfig, SweepConfig, TrainConfig
 from mbad.eval.compare import FIGURES, Figure, ModelEvidence, compare_models, paired_estimates
+from mbad.eval.decomposition import DECOMPOSED, GROUP_INPUTS, WITHIN, decompose_language, paired_group_clusters
 from mbad.eval.stats import TRANSFORMS, Resampling, percentile_interval, resample_indices
 from mbad.languages import LanguageRegistry
 
@@ -161,22 +163,21 @@ def aggregate_by_script(
     interval resamples prompts as clusters: one resample of a target's prompts serves the base
     model and every adapter evaluated on them, so cells that share a target stay correlated as
     they are. `base` and each `xft[source]` are clusters (`mbad.eval.compare.ModelEvidence.clusters`)."""
-    transform = FIGURES.get(figure, Figure(figure)).transform
     cells: list[tuple[str, str, float, np.ndarray, int]] = []  # source, target, change, draws, prompts
-    for target, base_rows in base[figure].groupby(level=0, sort=True):
-        tuned = {source: clusters[figure].xs(target, level=0) for source, clusters in sorted(xft.items())
-                 if target in clusters[figure].index.get_level_values(0)}
+    cluster_figure = DECOMPOSED if figure == WITHIN else figure
+    for target, base_rows in base[cluster_figure].groupby(level=0, sort=True):
+        tuned = {source: clusters for source, clusters in sorted(xft.items())
+                 if target in clusters[cluster_figure].index.get_level_values(0)}
         if not tuned:
             continue
-        joined = base_rows.xs(target, level=0)
-        for source, rows in tuned.items():
-            joined = joined.join(rows.add_suffix(f"_{source}"), how="inner")
-        index = resample_indices(len(joined), config, "aggregate", figure, str(target))
-        for source in tuned:
-            change = (_figure(joined, f"_{source}", transform) / _figure(joined, "", transform) - 1) * 100
-            with np.errstate(invalid="ignore", divide="ignore"):
-                draws = (_figure(joined, f"_{source}", transform, index) / _figure(joined, "", transform, index) - 1) * 100
-            cells.append((source, str(target), float(change), draws, len(joined)))
+        # The prompts every adapter was evaluated on, resampled once for all of them.
+        prompts = base_rows.index
+        for clusters in tuned.values():
+            prompts = prompts.intersection(clusters[cluster_figure].index)
+        labels = ("aggregate", figure, str(target))
+        for source, clusters in tuned.items():
+            change, draws = _cell_change(base, clusters, figure, prompts, config, labels)
+            cells.append((source, str(target), change, draws, len(prompts)))
     rows = []
     for by, label in (("script", lambda s, t: _pair_group(s, t, registry)),
                       ("target resource level", lambda s, t: registry[t].resource)):
@@ -192,6 +193,31 @@ def aggregate_by_script(
 
 
 AGGREGATE_COLUMNS = ["by", "group", "mean", "ci_low", "ci_high", "count", "prompts"]
+
+
+def _cell_change(
+    base: dict[str, pd.DataFrame], tuned: dict[str, pd.DataFrame], figure: str, prompts: pd.Index, config: Resampling,
+    labels: tuple[str, ...],
+) -> tuple[float, np.ndarray]:
+    """One xft cell's % change of `figure` vs the base model on `prompts` (one target's), with its
+    draws under the resampling stream of `labels`: a ratio of clusters, or for the within-language
+    part of the toxicity change its decomposition (`mbad.eval.decomposition`)."""
+    if figure == WITHIN:
+        paired = paired_group_clusters({name: frame.loc[prompts] for name, frame in base.items() if name in GROUP_INPUTS},
+                                       {name: frame.loc[prompts] for name, frame in tuned.items() if name in GROUP_INPUTS})
+        parts = decompose_language(paired, config, labels)
+        if parts.unestimable:
+            return math.nan, np.full(config.n_resamples, np.nan)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return (float((parts.point["counterfactual"] / parts.point["base"] - 1) * 100),
+                    (parts.draws["counterfactual"] / parts.draws["base"] - 1) * 100)
+    transform = FIGURES.get(figure, Figure(figure)).transform
+    joined = base[figure].loc[prompts].join(tuned[figure].loc[prompts].add_suffix("_tuned"), how="inner")
+    index = resample_indices(len(joined), config, *labels)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        change = (_figure(joined, "_tuned", transform) / _figure(joined, "", transform) - 1) * 100
+        draws = (_figure(joined, "_tuned", transform, index) / _figure(joined, "", transform, index) - 1) * 100
+    return float(change), draws
 
 
 COMPARISON_COLUMNS = ["mode", "source", "fraction", "target", "metric", "sft", "dpo", "diff", "ci_low", "ci_high", "n"]
@@ -254,9 +280,11 @@ def compare_sweep(settings: list[Setting], outputs: SettingOutputs, config: Swee
     aggregates = pd.DataFrame()
     if "xft" in config.modes:
         registry = LanguageRegistry.from_yaml(config.base.data.languages_file)
+        # The total toxicity change and its within-language part, by script, per method.
         aggregates = pd.concat([aggregate_by_script(base, {s.source: clusters[s.name] for s in settings
                                                            if s.mode == "xft" and s.method == method}, registry,
-                                                    config=statistics).assign(method=method) for method in config.methods],
+                                                    figure=figure, config=statistics).assign(method=method, figure=figure)
+                                for method in config.methods for figure in ("toxicity_mean", WITHIN)],
                                ignore_index=True)
     results = pd.DataFrame([row for setting_rows in rows.values() for row in setting_rows], columns=RESULT_COLUMNS)
     return SweepResults(results, rows, aggregates, compare_methods(clusters, settings, statistics),

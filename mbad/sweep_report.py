@@ -10,6 +10,7 @@ import pandas as pd
 
 from mbad.adapters import read_adapter_meta
 from mbad.config import SweepConfig
+from mbad.eval.decomposition import SWITCHING, WITHIN
 from mbad.report import images_html, plot_matrix, png_to_image
 from mbad.representations import confusion_frame
 from mbad.sweep import Setting, SweepResults, significant_cells, transfer_matrix
@@ -32,16 +33,20 @@ def log_setting(setting: Setting, rows: list[dict], adapter: Path | None) -> Non
 
 def sweep_images(config: SweepConfig, sweep: SweepResults, separation: dict[str, dict | None]) -> dict[str, bytes]:
     """PNGs by file name: per method, the source x target matrix of each figure's % change
-    (toxicity and each probe), cells whose interval excludes 0 marked; the settings' language
+    (toxicity, its within-language and language-switching parts, and each probe), cells whose
+    interval excludes 0 marked; the settings' language
     silhouettes and the base model's centroid cosines when representations were measured."""
     images = {}
     for method in config.methods:
         prefix = "" if config.methods == ["sft"] else f"{method}_"
-        for probe in ["toxicity", *sweep.probes]:
+        for probe in ["toxicity", WITHIN, SWITCHING, *sweep.probes]:
             metric = f"{probe}_change_pct"
+            matrix = transfer_matrix(sweep.results, metric, method=method)
+            if matrix.empty:
+                continue
             images[f"{prefix}{metric}.png"] = plot_matrix(
-                transfer_matrix(sweep.results, metric, method=method), f"{config.model_label} {method}: {probe} change (%)",
-                cmap="RdYlGn_r" if probe == "toxicity" else "PuOr_r" if "perplexity" in probe else "RdYlGn",
+                matrix, f"{config.model_label} {method}: {probe} change (%)",
+                cmap="RdYlGn_r" if probe.startswith("toxicity") else "PuOr_r" if "perplexity" in probe else "RdYlGn",
                 marked=significant_cells(sweep.results, metric, method))
     silhouettes = pd.DataFrame({name: s["silhouette"] for name, s in separation.items() if s}).T
     if not silhouettes.empty:
@@ -67,7 +72,7 @@ def log_sweep(config: SweepConfig, sweep: SweepResults, separation: dict[str, di
     mlflow.log_metrics({f"judge_{figure}/{lang}": value for figure, values in judge_quality.items() if isinstance(values, dict)
                         for lang, value in values.items()})
     aggregates = sweep.aggregates
-    tables = {"aggregates": aggregates.set_index(["method", "by", "group"]) if not aggregates.empty else aggregates}
+    tables = {"aggregates": aggregates.set_index(["method", "figure", "by", "group"]) if not aggregates.empty else aggregates}
     if not sweep.methods.empty:
         tables["DPO - SFT, paired on prompts (95 % interval)"] = sweep.methods.set_index(["mode", "source", "target", "metric"])
     return images_html(f"{config.model_label}: cross-lingual sweep", images, tables)

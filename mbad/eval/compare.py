@@ -15,15 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from mbad.eval.decomposition import GROUP_FIGURES, SWITCHING, WITHIN, decompose, group_figure_clusters
 from mbad.eval.fidelity import add_detected_language
-from mbad.eval.stats import BootstrapConfig, Resampling, paired_ratio_bootstrap
-
-ESTIMATE_COLUMNS = [
-    "target", "metric", "n", "higher_is_better",
-    "base", "base_low", "base_high", "tuned", "tuned_low", "tuned_high",
-    "diff", "diff_low", "diff_high", "change_pct", "change_pct_low", "change_pct_high",
-]
-PROMPT = ["lang", "pair_id"]
+from mbad.eval.stats import ESTIMATE_COLUMNS, PROMPT, BootstrapConfig, Resampling, paired_ratio_bootstrap
 
 
 @dataclass(frozen=True)
@@ -121,6 +115,11 @@ FIGURES: dict[str, Figure] = {
     "empty_share": Figure("empty_share"),
     "target_language_share": Figure("target_language_share", higher_is_better=True),
     "fluency_perplexity": Figure("fluency_perplexity", transform="exp"),
+    # Mean toxicity of the completions in the prompt's language, and of the others.
+    **{name: Figure(name) for name in GROUP_FIGURES.values()},
+    # The toxicity change's parts (`mbad.eval.decomposition.decompose`, not a ratio of clusters).
+    WITHIN: Figure(WITHIN),
+    SWITCHING: Figure(SWITCHING),
 }
 
 
@@ -136,11 +135,12 @@ def all_figures() -> dict[str, Figure]:
 def clusters_for(
     scores: pd.DataFrame, threshold: float, items: pd.DataFrame | None = None, fluency: pd.DataFrame | None = None,
 ) -> dict[str, pd.DataFrame]:
-    """Every figure's clusters for one model: toxicity (and fidelity when the scored completions
-    carry `detected_lang`, see `mbad.eval.fidelity`), fluency and knowledge probes when given."""
+    """Every figure's clusters for one model: toxicity (and, when the scored completions carry
+    `detected_lang`, see `mbad.eval.fidelity`, fidelity and the toxicity of in- and off-language
+    completions, `mbad.eval.decomposition`), fluency and knowledge probes when given."""
     clusters = toxicity_clusters(scores, threshold)
     if "detected_lang" in scores:
-        clusters |= fidelity_clusters(scores)
+        clusters |= fidelity_clusters(scores) | group_figure_clusters(scores)
     if fluency is not None:
         clusters |= fluency_clusters(fluency)
     if items is not None:
@@ -215,9 +215,12 @@ class Comparison:
 
 def compare_models(base: ModelEvidence, tuned: ModelEvidence, threshold: float, statistics: Resampling) -> Comparison:
     """Every figure of one base vs fine-tuned comparison, paired on prompts (and probe items),
-    with intervals resampled as `statistics` says (a run's `StatisticsConfig`). Both models
-    must have been scored by the same judge."""
+    and the toxicity change split into its within-language and language-switching parts
+    (`mbad.eval.decomposition`), with intervals resampled as `statistics` says (a run's
+    `StatisticsConfig`). Both models must have been scored by the same judge."""
     if base.judge != tuned.judge:
         raise ValueError(f"base and fine-tuned completions were scored by different judges ({base.judge}, {tuned.judge})")
     base_clusters, tuned_clusters = base.clusters(threshold), tuned.clusters(threshold)
-    return Comparison(paired_estimates(base_clusters, tuned_clusters, all_figures(), statistics), base_clusters, tuned_clusters)
+    estimates = pd.concat([paired_estimates(base_clusters, tuned_clusters, all_figures(), statistics),
+                           decompose(base_clusters, tuned_clusters, statistics)], ignore_index=True)
+    return Comparison(estimates, base_clusters, tuned_clusters)

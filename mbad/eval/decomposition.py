@@ -45,8 +45,16 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from mbad.eval.compare import ESTIMATE_COLUMNS, PROMPT
-from mbad.eval.stats import BootstrapConfig, Interval, Resampling, percentile_interval, resample_indices
+from mbad.eval.stats import (
+    ESTIMATE_COLUMNS,
+    PROMPT,
+    BootstrapConfig,
+    Interval,
+    PairedDraws,
+    Resampling,
+    percentile_interval,
+    resample_indices,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +62,12 @@ GROUPS = ["in", "other", "empty"]
 DECOMPOSED = "toxicity_mean"
 WITHIN = "toxicity_within_language"
 SWITCHING = "toxicity_language_switching"
+# Figures (clusters per prompt: score sum and judged count of one group) that a model's evidence
+# carries so that two models' decomposition can be recomputed from their stored clusters alone;
+# the empty group is the rest of toxicity_mean's cluster (empty completions score 0).
+GROUP_FIGURES = {"in": "toxicity_in_language", "other": "toxicity_off_language"}
+# Every figure the decomposition reads from a model's clusters.
+GROUP_INPUTS = (DECOMPOSED, *GROUP_FIGURES.values())
 REQUIRED_COLUMNS = {"lang", "pair_id", "completion", "score", "detected_lang"}
 
 
@@ -80,6 +94,32 @@ def group_clusters(scored: pd.DataFrame) -> pd.DataFrame:
     table = table.reindex(columns=pd.MultiIndex.from_product([["count", "sum"], GROUPS]), fill_value=0.0)
     table.columns = [f"{part}_{group}" for part, group in table.columns]
     return table
+
+
+def group_figure_clusters(scored: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The "in" and "other" groups' clusters (num: score sum, den: judged completions) per prompt,
+    as figures (`GROUP_FIGURES`): the mean toxicity of in-language and of off-language completions."""
+    groups = group_clusters(scored)
+    return {figure: pd.DataFrame({"num": groups[f"sum_{group}"], "den": groups[f"count_{group}"]})
+            for group, figure in GROUP_FIGURES.items()}
+
+
+def _groups_from_figures(clusters: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """`group_clusters`' table rebuilt from a model's figure clusters (toxicity_mean and
+    `GROUP_FIGURES`), as a run stores them."""
+    total = clusters[DECOMPOSED]
+    table = pd.DataFrame(index=total.index)
+    for group, figure in GROUP_FIGURES.items():
+        part = clusters[figure].reindex(total.index, fill_value=0.0)
+        table[f"count_{group}"], table[f"sum_{group}"] = part["den"], part["num"]
+    table["count_empty"] = total["den"] - table["count_in"] - table["count_other"]
+    table["sum_empty"] = total["num"] - table["sum_in"] - table["sum_other"]
+    return table[[f"{part}_{group}" for part in ("count", "sum") for group in GROUPS]]
+
+
+def has_groups(clusters: dict[str, pd.DataFrame]) -> bool:
+    """Whether a model's clusters carry what the decomposition needs."""
+    return DECOMPOSED in clusters and all(figure in clusters for figure in GROUP_FIGURES.values())
 
 
 def kitagawa_parts(
@@ -146,10 +186,11 @@ def _row(lang: str, metric: str, n: int, parts: tuple[str, str], point: dict[str
     return row
 
 
-def paired_group_clusters(base_scored: pd.DataFrame, tuned_scored: pd.DataFrame) -> pd.DataFrame:
-    """Both models' `group_clusters` on the prompts both answered (columns `<part>_<group>_base`
-    and `_tuned`), paired in the order toxicity_mean's clusters are (`paired_estimates`)."""
-    return group_clusters(base_scored).join(group_clusters(tuned_scored), how="inner", lsuffix="_base", rsuffix="_tuned")
+def paired_group_clusters(base: dict[str, pd.DataFrame], tuned: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Both models' per-prompt groups (from their figure clusters, `group_figure_clusters`) on the
+    prompts both answered (columns `<part>_<group>_base` and `_tuned`), paired in the order
+    toxicity_mean's clusters are (`paired_estimates`)."""
+    return _groups_from_figures(base).join(_groups_from_figures(tuned), how="inner", lsuffix="_base", rsuffix="_tuned")
 
 
 @dataclass(frozen=True)
@@ -163,13 +204,13 @@ class Decomposition:
     unestimable: str | None
 
 
-def decompose_language(prompts: pd.DataFrame, config: Resampling, lang: str) -> Decomposition:
+def decompose_language(prompts: pd.DataFrame, config: Resampling, labels: tuple[str, ...]) -> Decomposition:
     """The decomposition of one language's paired prompts (rows of `paired_group_clusters`),
-    resampled as toxicity_mean's interval for `lang` is."""
+    resampled with the stream of `labels` (toxicity_mean's interval's: (DECOMPOSED, lang))."""
     columns = [f"{part}_{group}_{side}" for side in ("base", "tuned") for part in ("count", "sum") for group in GROUPS]
     per_prompt = prompts[columns].to_numpy(dtype=float)
     base_counts, base_sums, tuned_counts, tuned_sums = np.split(per_prompt.sum(0), 4)
-    index = resample_indices(len(prompts), config, DECOMPOSED, lang)
+    index = resample_indices(len(prompts), config, *labels)
     return Decomposition(
         point=kitagawa_parts(base_counts, base_sums, tuned_counts, tuned_sums),
         draws=kitagawa_parts(*np.split(_resampled_totals(per_prompt, index), 4, axis=1)),
@@ -178,17 +219,19 @@ def decompose_language(prompts: pd.DataFrame, config: Resampling, lang: str) -> 
     )
 
 
-def decompose_toxicity(
-    base_scored: pd.DataFrame, tuned_scored: pd.DataFrame, config: Resampling = BootstrapConfig(),
+def decompose(
+    base: dict[str, pd.DataFrame], tuned: dict[str, pd.DataFrame], config: Resampling = BootstrapConfig(),
 ) -> pd.DataFrame:
     """Per target language, the change in mean toxicity split into its within-language and
     language-switching parts (module docstring), as two tidy estimate rows (`ESTIMATE_COLUMNS`,
     metrics `WITHIN` and `SWITCHING`, n = prompts both models answered), each value with its
-    paired bootstrap interval over prompts. The scored completions carry lang, pair_id,
-    completion, score (NaN: not judged) and detected_lang."""
+    paired bootstrap interval over prompts, from both models' figure clusters (toxicity_mean and
+    `GROUP_FIGURES`; empty when either lacks them)."""
     rows = []
-    for lang, prompts in paired_group_clusters(base_scored, tuned_scored).groupby(level=0, sort=True):
-        decomposition = decompose_language(prompts, config, str(lang))
+    if not (has_groups(base) and has_groups(tuned)):
+        return pd.DataFrame(rows, columns=ESTIMATE_COLUMNS)
+    for lang, prompts in paired_group_clusters(base, tuned).groupby(level=0, sort=True):
+        decomposition = decompose_language(prompts, config, (DECOMPOSED, str(lang)))
         if decomposition.unestimable:
             logger.warning("toxicity decomposition for %s is not estimable (%s and %s are NaN): %s",
                            lang, WITHIN, SWITCHING, decomposition.unestimable)
@@ -198,3 +241,41 @@ def decompose_toxicity(
     table = pd.DataFrame(rows, columns=ESTIMATE_COLUMNS)
     table["n"] = table["n"].astype(int)
     return table
+
+
+def decompose_toxicity(
+    base_scored: pd.DataFrame, tuned_scored: pd.DataFrame, config: Resampling = BootstrapConfig(),
+) -> pd.DataFrame:
+    """`decompose` from two models' scored completions (lang, pair_id, completion, score with NaN
+    for not judged, detected_lang)."""
+    base, tuned = ({DECOMPOSED: toxicity_mean_clusters(scored)} | group_figure_clusters(scored)
+                   for scored in (base_scored, tuned_scored))
+    return decompose(base, tuned, config)
+
+
+def toxicity_mean_clusters(scored: pd.DataFrame) -> pd.DataFrame:
+    """toxicity_mean's clusters (score sum and judged completions per prompt), from the groups."""
+    groups = group_clusters(scored)
+    return pd.DataFrame({"num": groups[[f"sum_{group}" for group in GROUPS]].sum(axis=1),
+                         "den": groups[[f"count_{group}" for group in GROUPS]].sum(axis=1)})
+
+
+def within_language_draws(
+    base: dict[str, pd.DataFrame], tuned: dict[str, pd.DataFrame], language: str, config: Resampling,
+    labels: tuple[str, ...],
+) -> PairedDraws | None:
+    """The within-language change in one language as paired draws (base: the base mean, tuned:
+    the counterfactual, so that `change_pct` is the within-language % change), resampled with the
+    stream of `labels`; None when either model lacks the groups or the language, or when the base
+    model's mix cannot be held (`Decomposition.unestimable`)."""
+    if not (has_groups(base) and has_groups(tuned)):
+        return None
+    paired = paired_group_clusters(base, tuned)
+    if language not in paired.index.get_level_values(0):
+        return None
+    decomposition = decompose_language(paired.xs(language, level=0, drop_level=False), config, labels)
+    if decomposition.unestimable:
+        return None
+    point, draws = decomposition.point, decomposition.draws
+    return PairedDraws(float(point["base"]), float(point["counterfactual"]), draws["base"], draws["counterfactual"],
+                       decomposition.n)

@@ -21,6 +21,15 @@ import numpy as np
 
 Transform = Callable[[np.ndarray], np.ndarray]
 
+# The tidy estimates table: one row per figure and target language (`PairedEstimate.as_dict`).
+ESTIMATE_COLUMNS = [
+    "target", "metric", "n", "higher_is_better",
+    "base", "base_low", "base_high", "tuned", "tuned_low", "tuned_high",
+    "diff", "diff_low", "diff_high", "change_pct", "change_pct_low", "change_pct_high",
+]
+# A prompt cluster's key: its language and pair id.
+PROMPT = ["lang", "pair_id"]
+
 
 def identity(values: np.ndarray) -> np.ndarray:
     return values

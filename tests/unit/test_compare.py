@@ -19,6 +19,7 @@ from mbad.eval.compare import (
     toxicity_clusters,
     wide_table,
 )
+from mbad.eval.decomposition import decompose
 from mbad.eval.fidelity import add_detected_language
 from mbad.eval.stats import BootstrapConfig
 
@@ -55,8 +56,8 @@ def test_paired_estimates_give_the_point_values_and_intervals_that_contain_them(
 
 def test_compare_models_detects_the_language_and_resamples_as_the_run_config_says():
     """compare_models is clusters_for on the completions with their detected language, every
-    figure (the probes' too), and the run's statistics as they are: the same table to the last
-    digit as the steps computed it before, with both models' clusters."""
+    figure (the probes' too) and the toxicity decomposition, and the run's statistics as they
+    are: the same table to the last digit as the steps computed it before, with both models' clusters."""
     rng = np.random.default_rng(1)
     texts = ["the cat sleeps in the house", "el gato duerme en la casa", ""]
     frames = [pd.DataFrame({"pair_id": np.repeat([f"p{i}" for i in range(30)], 2), "lang": "en", "sample": [0, 1] * 30,
@@ -65,6 +66,9 @@ def test_compare_models_detects_the_language_and_resamples_as_the_run_config_say
     statistics = StatisticsConfig(n_resamples=1000, confidence=0.9, seed=4)
     comparison = compare_models(ModelEvidence(frames[0]), ModelEvidence(frames[1]), 0.5, statistics)
     base, tuned = (clusters_for(add_detected_language(frame), 0.5) for frame in frames)
-    expected = paired_estimates(base, tuned, all_figures(), BootstrapConfig(n_resamples=1000, confidence=0.9, seed=4))
+    resampling = BootstrapConfig(n_resamples=1000, confidence=0.9, seed=4)
+    expected = pd.concat([paired_estimates(base, tuned, all_figures(), resampling), decompose(base, tuned, resampling)],
+                         ignore_index=True)
     assert comparison.estimates.equals(expected) and "target_language_share" in set(expected["metric"])
+    assert {"toxicity_within_language", "toxicity_language_switching", "toxicity_in_language"} <= set(expected["metric"])
     assert all(comparison.base[name].equals(base[name]) for name in base) and comparison.tuned.keys() == tuned.keys()

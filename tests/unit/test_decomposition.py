@@ -15,6 +15,7 @@ from mbad.eval.decomposition import (
     WITHIN,
     decompose_language,
     decompose_toxicity,
+    group_figure_clusters,
     paired_group_clusters,
 )
 from mbad.eval.stats import BootstrapConfig, paired_ratio_draws
@@ -54,8 +55,9 @@ def test_the_two_parts_add_up_to_the_toxicity_mean_change_in_every_resample():
     tuned = pd.concat([_scored(rng, "hi", (0.3, 0.6, 0.1), (0.4, 0.2)), _scored(rng, "de", (0.7, 0.2, 0.1), (0.3, 0.1))])
     table = decompose_toxicity(base, tuned, CONFIG)
     assert list(table.columns) == ESTIMATE_COLUMNS and not table["higher_is_better"].any()
-    for lang, prompts in paired_group_clusters(base, tuned).groupby(level=0):
-        parts = decompose_language(prompts, CONFIG, str(lang))
+    clusters = [toxicity_clusters(frame, 0.5) | group_figure_clusters(frame) for frame in (base, tuned)]
+    for lang, prompts in paired_group_clusters(*clusters).groupby(level=0):
+        parts = decompose_language(prompts, CONFIG, ("toxicity_mean", str(lang)))
         within = parts.draws["counterfactual"] - parts.draws["base"]
         switching = parts.draws["tuned"] - parts.draws["counterfactual"]
         assert np.isfinite(within).all()

@@ -41,3 +41,23 @@ def test_a_one_cell_group_has_the_interval_of_its_cell():
     cell = paired_estimates(base, one, FIGURES).query("metric == 'toxicity_mean' and target == 'en'").iloc[0]
     assert row["mean"] == pytest.approx(cell["change_pct"])
     assert row["ci_high"] - row["ci_low"] == pytest.approx(cell["change_pct_high"] - cell["change_pct_low"], rel=0.15)
+
+
+def test_the_within_language_aggregate_separates_detoxification_from_switching():
+    """Adapters that only switch language lower the total but not the within-language change;
+    adapters that detoxify in the prompt's language lower both alike."""
+    base = side(BASE_SCORES, in_language=0.9)
+    detox = {s: side({t: BASE_SCORES[t] * 0.6 for t in TARGETS}, in_language=0.9) for s in TARGETS}
+    # Switching: the off-language completions score lower, and the adapter answers off-language more often.
+    switch_base = side({t: np.where(np.arange(50) < 45, BASE_SCORES[t], 0.05) for t in TARGETS}, in_language=0.9)
+    switch = {s: side({t: np.where(np.arange(50) < 15, BASE_SCORES[t], 0.05) for t in TARGETS}, in_language=0.3)
+              for s in TARGETS}
+    config = BootstrapConfig(n_resamples=1000)
+    for xft, reference, within_expected in ((detox, base, -40), (switch, switch_base, 0)):
+        total = aggregate_by_script(reference, xft, REGISTRY, config=config).set_index(["by", "group"])
+        within = aggregate_by_script(reference, xft, REGISTRY, figure="toxicity_within_language", config=config)
+        within = within.set_index(["by", "group"])
+        same = within.loc[("script", "same language")]
+        assert same["mean"] == pytest.approx(within_expected, abs=3) and same["ci_low"] <= same["mean"] <= same["ci_high"]
+        assert total.loc[("script", "same language"), "mean"] < -30  # both look like detoxification in the total
+    assert within.loc[("script", "same language"), "ci_low"] < 0 < within.loc[("script", "same language"), "ci_high"]
