@@ -1,9 +1,10 @@
 """Evaluation prompt protocols: the prompt each one builds, the half cut, the errors that name the
-bad input, DPO's preference prompts in the evaluation's form, and the gate never comparing numbers
-of two protocols."""
+bad input, DPO's preference prompts in the evaluation's form, the gate never comparing numbers
+of two protocols, and scripts/measure_protocols.py end to end on a tiny model."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from mbad.promotion import PromoteConfig, evaluation_key, plan_promotion
 from mbad.protocols import PROTOCOLS, TARGET_INSTRUCTIONS, first_half, get_protocol
 from mbad.registry import version_tags
 from mbad.train.dpo import preference_pairs
+from tests.conftest import REPO_ROOT
 
 SENTENCE = {"en": "you are a damn fool today", "hi": "तुम आज एक बेवकूफ़ हो", "zh": "你这个人真是太蠢了"}
 
@@ -133,3 +135,21 @@ def test_numbers_of_two_protocols_are_never_compared(tmp_path: Path):
     plan = plan_promotion(client, PromoteConfig(model_name="m", challenger_version=other))
     assert plan.reevaluate == ["champion"]
     assert json.loads(plan.challenger.tags["config"])["generation"]["protocol"] == "target_instruction"
+
+
+def test_measure_protocols_reports_each_protocol_and_language(tiny_model_dir, tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("measure_protocols", REPO_ROOT / "scripts" / "measure_protocols.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "shares.json"
+    script.main(["--model", str(tiny_model_dir), "--prompts", "2", "--languages", "en,zh", "--new-tokens", "4", "--out", str(out)])
+    written = json.loads(out.read_text(encoding="utf-8"))
+    shares = pd.DataFrame(written["shares"])
+    assert sorted(zip(shares["protocol"], shares["lang"])) == sorted((name, lang) for name in PROTOCOLS for lang in ("en", "zh"))
+    assert (shares["prompts"] == 2).all() and (shares["n"] + shares["empty"] == 2).all()
+    assert (shares["in_language"] <= shares["n"]).all()
+    assert written["generation"]["max_new_tokens"] == 4 and written["generation"]["num_samples"] == 1
+    completions = pd.DataFrame(written["completions"])
+    zh_target = completions[(completions["protocol"] == "target_instruction") & (completions["lang"] == "zh")]
+    assert len(zh_target) == 2 and zh_target["prompt"].str.startswith("补全这个句子：").all()
+    assert "| continuation_half | zh |" in capsys.readouterr().out
