@@ -3,17 +3,20 @@ separation plots and the tables, and the page ZenML shows of them."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import pandas as pd
 
 from mbad.adapters import read_adapter_meta
 from mbad.config import SweepConfig
+from mbad.eval.compare import ModelEvidence
 from mbad.eval.decomposition import SWITCHING, WITHIN
 from mbad.report import images_html, plot_matrix, png_to_image
 from mbad.representations import confusion_frame
-from mbad.sweep import Setting, SweepResults, significant_cells, transfer_matrix
+from mbad.sweep import Setting, SweepResults, compare_sweep, significant_cells, transfer_matrix
 
 
 def log_setting(setting: Setting, rows: list[dict], adapter: Path | None) -> None:
@@ -76,3 +79,30 @@ def log_sweep(config: SweepConfig, sweep: SweepResults, separation: dict[str, di
     if not sweep.methods.empty:
         tables["DPO - SFT, paired on prompts (95 % interval)"] = sweep.methods.set_index(["mode", "source", "target", "metric"])
     return images_html(f"{config.model_label}: cross-lingual sweep", images, tables)
+
+
+# A step's output in the sweep's run: (step id, output name) -> the loaded artifact, None when
+# the run has no such step (the base model has no training step).
+StepOutput = Callable[[str, str], Any]
+
+
+def report_sweep(
+    plan: list[Setting], output: StepOutput, config: SweepConfig, judge_quality: dict,
+) -> tuple[SweepResults, str]:
+    """Every setting's evaluation read from the sweep's run (its steps named by
+    `Setting.step_id`) and compared with the base model (`compare_sweep`); each setting logged as
+    a nested MLflow run, and the heatmaps, aggregates and tables to the active run. Returns the
+    results and the HTML page of them."""
+    by_name = {setting.name: setting for setting in plan}
+
+    def evidence(name: str) -> ModelEvidence:
+        step_id = by_name[name].step_id
+        return ModelEvidence(output(step_id("score"), "toxicity_scores"), output(step_id("knowledge"), "knowledge_items"),
+                             output(step_id("fluency"), "fluency"))
+
+    sweep = compare_sweep(plan, evidence, config)
+    for setting in plan:
+        adapter = output(setting.step_id("train"), "lora_adapter")
+        log_setting(setting, sweep.rows[setting.name], Path(adapter.path) if adapter is not None else None)
+    separation = {s.name: output(s.step_id("represent"), "language_separation") for s in plan}
+    return sweep, log_sweep(config, sweep, separation, judge_quality)

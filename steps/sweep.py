@@ -1,4 +1,3 @@
-from pathlib import Path
 from typing import Annotated
 
 import mlflow
@@ -7,9 +6,8 @@ from zenml import get_step_context, log_metadata, step
 from zenml.types import HTMLString
 
 from mbad.config import SweepConfig
-from mbad.eval.compare import ModelEvidence
-from mbad.sweep import Setting, compare_sweep
-from mbad.sweep_report import log_setting, log_sweep
+from mbad.sweep import Setting
+from mbad.sweep_report import report_sweep
 from steps._stack import EXPERIMENT_TRACKER
 
 
@@ -27,18 +25,6 @@ def collect_sweep(
     nested MLflow run."""
     run = get_step_context().pipeline_run
     plan = [Setting(**{**s, "train_languages": tuple(s["train_languages"])}) for s in settings]
-    by_name = {setting.name: setting for setting in plan}
-
-    def output(setting: Setting, kind: str, name: str):
-        return _output(run, setting.step_id(kind), name)
-
-    sweep = compare_sweep(plan, lambda name: ModelEvidence(output(by_name[name], "score", "toxicity_scores"),
-                                                           output(by_name[name], "knowledge", "knowledge_items"),
-                                                           output(by_name[name], "fluency", "fluency")), config)
-    for setting in plan:
-        adapter = output(setting, "train", "lora_adapter")
-        log_setting(setting, sweep.rows[setting.name], Path(adapter.path) if adapter is not None else None)
-    separation = {s.name: output(s, "represent", "language_separation") for s in plan}
-    html = log_sweep(config, sweep, separation, judge_quality)
+    sweep, html = report_sweep(plan, lambda step_id, output: _output(run, step_id, output), config, judge_quality)
     log_metadata(metadata={"settings": len(settings), "rows": len(sweep.results), "mlflow_run_id": mlflow.active_run().info.run_id})
     return sweep.results, sweep.aggregates, HTMLString(html)
