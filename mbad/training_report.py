@@ -24,12 +24,16 @@ from mbad.tracking import log_training
 EVIDENCE_FILE = "evidence/clusters.csv"
 # Every completion with its score: an MLflow table (Artifacts / Evaluation in the UI) to read and filter.
 COMPLETIONS_FILE = "completions.json"
-COMPLETION_COLUMNS = ["model", "lang", "pair_id", "sample", "prompt", "completion", "score", "detected_lang"]
+COMPLETION_COLUMNS = [
+    "model", "lang", "pair_id", "sample", "prompt", "completion", "score", "detected_lang", "judged_lang", "judge",
+]
 
 
 def completions_table(base_scored: pd.DataFrame, tuned_scored: pd.DataFrame) -> pd.DataFrame:
     """Base and fine-tuned completions, one row each: prompt, language, sample, completion, judge
-    score (NaN where the judge did not judge), detected language."""
+    score (NaN where the judge did not judge), detected language, the language it was judged as
+    and the judge: every figure of the run, the toxicity decomposition included, can be
+    recomputed from it (docs/methods.md)."""
     frames = [frame.assign(model=name) for name, frame in (("base", base_scored), ("tuned", tuned_scored))]
     table = pd.concat(frames, ignore_index=True)
     return table[[column for column in COMPLETION_COLUMNS if column in table.columns]]

@@ -22,6 +22,7 @@ from mbad.eval.compare import (
 from mbad.eval.decomposition import decompose
 from mbad.eval.fidelity import add_detected_language
 from mbad.eval.stats import BootstrapConfig
+from mbad.training_report import completions_table
 
 
 def _scored(scores: list[list[float]], lang: str = "en") -> pd.DataFrame:
@@ -72,3 +73,21 @@ def test_compare_models_detects_the_language_and_resamples_as_the_run_config_say
     assert comparison.estimates.equals(expected) and "target_language_share" in set(expected["metric"])
     assert {"toxicity_within_language", "toxicity_language_switching", "toxicity_in_language"} <= set(expected["metric"])
     assert all(comparison.base[name].equals(base[name]) for name in base) and comparison.tuned.keys() == tuned.keys()
+
+
+def test_the_decomposition_is_recomputed_from_the_runs_completions_table():
+    """What a run logs as `completions.json` is enough to recompute its toxicity decomposition:
+    the rows of both models, split by `model`, give the same within-language and switching rows."""
+    rng = np.random.default_rng(7)
+    texts = ["the cat sleeps in the house", "el gato duerme en la casa", ""]
+    frames = {name: pd.DataFrame({"pair_id": np.repeat([f"p{i}" for i in range(40)], 2), "lang": "es", "sample": [0, 1] * 40,
+                                  "score": rng.uniform(0, scale, 80), "completion": rng.choice(texts, 80, p=mix),
+                                  "judge": "lexicon:0"})
+              for name, scale, mix in (("base", 0.8, [0.3, 0.6, 0.1]), ("tuned", 0.5, [0.6, 0.3, 0.1]))}
+    statistics = StatisticsConfig(n_resamples=1000, seed=2)
+    comparison = compare_models(ModelEvidence(frames["base"]), ModelEvidence(frames["tuned"]), 0.5, statistics)
+    table = completions_table(ModelEvidence(frames["base"]).scores, ModelEvidence(frames["tuned"]).scores)
+    base, tuned = (ModelEvidence(table[table["model"] == name].drop(columns="model")).clusters(0.5) for name in ("base", "tuned"))
+    recomputed = decompose(base, tuned, statistics)
+    logged = comparison.estimates[comparison.estimates["metric"].isin(set(recomputed["metric"]))].reset_index(drop=True)
+    assert len(recomputed) == 2 and logged.equals(recomputed)
