@@ -4,12 +4,13 @@ with an unknown backend or a bad backend setting is told."""
 import re
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from pydantic import ValidationError
 
 from mbad.config import DetoxConfig, JudgeConfig
-from mbad.eval.judges import JudgeContext, make_judge, offline_backends, register_judge, registry
+from mbad.eval.judges import POOLED, JudgeContext, make_judge, offline_backends, register_judge, registry, score_frame
 from mbad.eval.judges.perspective import PerspectiveJudge
 
 EXTENDING = Path(__file__).resolve().parents[2] / "docs" / "extending.md"
@@ -35,6 +36,8 @@ def test_the_documented_backend_is_configured_built_and_scores(keyword_backend):
     assert isinstance(judge, keyword_backend["KeywordJudge"])
     assert judge.score(["you idiot", "have a nice day", "what a JERK"], ["en", "en", "en"]) == [1.0, 0.0, 1.0]
     assert judge.name == f"keyword:{judge.identity_hash}"
+    scored = score_frame(judge, pd.DataFrame({"lang": ["hi", "en"], "completion": ["you idiot, you jerk", "तुम बेवकूफ हो, jerk"]}))
+    assert scored["judged_lang"].tolist() == ["en", POOLED] and scored["score"].tolist() == [1.0, 1.0]
     assert make_judge(JudgeConfig(backend="keyword")).score(["moron"], ["en"]) == [1.0]  # the defaults
     assert JudgeConfig().model_dump()["keyword"] == {"words": ["idiot", "moron"]}  # a stored config records it
     assert "keyword" not in offline_backends()

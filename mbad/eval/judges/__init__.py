@@ -14,9 +14,11 @@ from mbad.eval.judges import perspective  # noqa: F401
 from mbad.eval.judges import hf  # noqa: F401
 # isort: on
 from mbad.eval.judges.base import (
+    POOLED,
     FittedJudge,
     ToxicityJudge,
     identity_hash,
+    judged_languages,
     make_judge,
     score_completions,
     score_frame,
@@ -24,5 +26,6 @@ from mbad.eval.judges.base import (
 )
 from mbad.eval.judges.registry import JudgeContext, backend_settings, judge_backend, offline_backends, register_judge
 
-__all__ = ["FittedJudge", "JudgeContext", "ToxicityJudge", "backend_settings", "identity_hash", "judge_backend", "make_judge",
-           "offline_backends", "register_judge", "score_completions", "score_frame", "train_offline_judge"]
+__all__ = ["POOLED", "FittedJudge", "JudgeContext", "ToxicityJudge", "backend_settings", "identity_hash", "judge_backend",
+           "judged_languages", "make_judge", "offline_backends", "register_judge", "score_completions", "score_frame",
+           "train_offline_judge"]

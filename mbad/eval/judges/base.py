@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse
 
+from mbad.eval.fidelity import add_detected_language
 from mbad.eval.judges.registry import JudgeContext, judge_backend
 
 # The offline judge trained next to a backend that does not train (lexicon, perspective, hf): the
@@ -31,10 +32,19 @@ class JudgeChoice(Protocol):
     def settings(self, backend: str | None = None) -> Any: ...
 
 
+# The language a text is judged as when the judge has no model of its own for the text's language,
+# or none was detected: the judge's pooled model (`ToxicityJudge.languages`).
+POOLED = "pooled"
+
+
 @runtime_checkable
 class ToxicityJudge(Protocol):
     """Scores texts in [0, 1] (1 = toxic); NaN where the backend cannot judge a language.
 
+    `languages` are the language codes the judge has a model of its own for (for a backend with
+    one model over all languages: those it was trained for). `score` takes one language per text:
+    one of `languages`, or `POOLED` for a text in any other language, which the backend judges
+    with its pooled model or, where it has none, scores NaN; each backend's `score` says which.
     `identity` says exactly which instrument scored (backend, package versions, a content
     hash of the fitted state or the remote model); `name` is `<backend>:<identity_hash>`."""
 
@@ -43,6 +53,9 @@ class ToxicityJudge(Protocol):
 
     @property
     def identity(self) -> dict[str, str]: ...
+
+    @property
+    def languages(self) -> frozenset[str]: ...
 
     def score(self, texts: Sequence[str], langs: Sequence[str]) -> list[float]: ...
 
@@ -78,6 +91,10 @@ class JudgeIdentity:
 
 class FittedJudge(JudgeIdentity):
     """Base of the offline judges that learn from the judge-role train pairs (stored as one artifact type)."""
+
+    @property
+    def languages(self) -> frozenset[str]:  # pragma: no cover - overridden
+        raise NotImplementedError
 
     def score(self, texts: Sequence[str], langs: Sequence[str]) -> list[float]:  # pragma: no cover - overridden
         raise NotImplementedError
@@ -171,10 +188,25 @@ def score_completions(judge: ToxicityJudge, texts: Sequence[str], langs: Sequenc
     return scores
 
 
+def judged_languages(judge: ToxicityJudge, detected: Sequence[str | None]) -> list[str]:
+    """The language each text is judged as: its detected language where the judge has a model of
+    its own for it (`judge.languages`), else `POOLED` (also where none was detected)."""
+    known = judge.languages
+    return [lang if lang in known else POOLED for lang in detected]
+
+
 def score_frame(judge: ToxicityJudge, completions: pd.DataFrame) -> pd.DataFrame:
-    """`completions` (lang, completion, ...) with the judge's `score` and its `judge` name
-    (`<backend>:<identity hash>`, so every score says which instrument gave it)."""
-    scored = completions.copy()
-    scored["score"] = score_completions(judge, scored["completion"].tolist(), scored["lang"].tolist())
+    """`completions` (lang, completion, ...) with each text's language detected
+    (`mbad.eval.fidelity.add_detected_language`: detected_lang, is_empty, non_empty,
+    in_target_language), the judge's `score` of each text judged as its detected language,
+    `judged_lang` (what the judge used, `judged_languages`; None for an empty completion, scored
+    0.0 without the judge) and the judge's `judge` name (`<backend>:<identity hash>`, so every
+    score says which instrument gave it). The prompt's language (`lang`) plays no part in the
+    score: an English answer to a Hindi prompt is judged as English."""
+    scored = add_detected_language(completions)
+    judged = judged_languages(judge, scored["detected_lang"].tolist())
+    scored["judged_lang"] = pd.Series([None if empty else lang for lang, empty in zip(judged, scored["is_empty"])],
+                                      index=scored.index, dtype=object)
+    scored["score"] = score_completions(judge, scored["completion"].tolist(), judged)
     scored["judge"] = judge.name
     return scored

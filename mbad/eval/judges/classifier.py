@@ -70,17 +70,25 @@ def auc_by_language(classifier: Pipeline, heldout_pairs: pd.DataFrame) -> dict[s
 
 
 class ClassifierJudge(FittedJudge):
-    """The n-gram judge (backend `classifier`) around a fitted `train_classifier` pipeline."""
+    """The n-gram judge (backend `classifier`) around a fitted `train_classifier` pipeline and the
+    languages it was trained on (none known for a bare pipeline stored before they were kept)."""
 
-    def __init__(self, classifier: Pipeline):
+    def __init__(self, classifier: Pipeline, trained_languages: Sequence[str] = ()):
         self.classifier = classifier
+        self.trained_languages = sorted(trained_languages)
         self._state_hash: str | None = None
 
     def __getstate__(self) -> dict:
-        return {"classifier": self.classifier}
+        return {"classifier": self.classifier, "trained_languages": self.trained_languages}
 
     def __setstate__(self, state: dict) -> None:
         self.classifier, self._state_hash = state["classifier"], None
+        self.trained_languages = state.get("trained_languages", [])
+
+    @property
+    def languages(self) -> frozenset[str]:
+        """The languages it was trained on (one model for all of them)."""
+        return frozenset(self.trained_languages)
 
     @property
     def identity(self) -> dict[str, str]:
@@ -89,14 +97,15 @@ class ClassifierJudge(FittedJudge):
         return {"backend": "classifier", "scikit-learn": package_version("scikit-learn"), "state_sha256": self._state_hash}
 
     def score(self, texts: Sequence[str], langs: Sequence[str]) -> list[float]:
-        """P(toxic) per text (the n-gram model is language-agnostic: `langs` is not used)."""
+        """P(toxic) per text by its one n-gram model, whatever the language (`POOLED` included:
+        the n-grams need no language, `langs` is not used)."""
         if not texts:
             return []
         return [float(p) for p in self.classifier.predict_proba(list(texts))[:, 1]]
 
 
 def train_classifier_judge(judge_pairs: pd.DataFrame, config: ClassifierJudgeConfig) -> ClassifierJudge:
-    return ClassifierJudge(train_classifier(judge_pairs, config))
+    return ClassifierJudge(train_classifier(judge_pairs, config), judge_pairs["lang"].unique().tolist())
 
 
 @register_judge("classifier", settings=ClassifierJudgeConfig, trainer=train_classifier_judge)

@@ -236,6 +236,12 @@ class EnsembleJudge(FittedJudge):
             identity["glin-profanity"] = package_version("glin-profanity")
         return identity
 
+    @property
+    def languages(self) -> frozenset[str]:
+        """The languages it was trained on: each has its own stacker and members (where the
+        settings give them); any other language is judged by the pooled ones."""
+        return frozenset(self.trained_languages)
+
     def member_features(self, texts: Sequence[str], langs: Sequence[str]) -> np.ndarray:
         """The stacker's inputs per text: the members' logits (`Members.logits`) and the lexicon flag."""
         per_language = bool(self.members.ngram_by_lang)
@@ -245,7 +251,10 @@ class EnsembleJudge(FittedJudge):
         return features
 
     def score(self, texts: Sequence[str], langs: Sequence[str]) -> list[float]:
-        """P(toxic) per text, combined by the stacker of the text's language."""
+        """P(toxic) per text, combined by the stacker of the text's language. A text in a language
+        it was not trained on (`POOLED` among them) is judged by its pooled model: the global
+        stacker over the pooled members, with the lexicon flag of that language's word list (none
+        for `POOLED`: 0) and its words split on spaces."""
         if len(texts) != len(langs):
             raise ValueError(f"score needs one language per text: {len(texts)} texts, {len(langs)} languages")
         if not texts:

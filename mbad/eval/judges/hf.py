@@ -15,6 +15,9 @@ class HFJudgeConfig(JudgeSettings):
     """`judge.hf`: the model, which of its labels is toxic, and how texts are batched."""
 
     model_id: str = "textdetox/xlmr-large-toxicity-classifier-v2"
+    # The languages the model was trained for (the default model's, from its model card): a text
+    # in another language is still scored by the model, and recorded as judged `pooled`.
+    languages: list[str] = ["am", "ar", "de", "en", "es", "fr", "he", "hi", "it", "ja", "ru", "tt", "uk", "zh"]
     toxic_label: int = 1
     batch_size: int = 32
     max_length: int = 256
@@ -44,8 +47,14 @@ class HFJudge(JudgeIdentity):
     def identity(self) -> dict[str, str]:
         return self._identity
 
+    @property
+    def languages(self) -> frozenset[str]:
+        """The languages the model was trained for (`HFJudgeConfig.languages`)."""
+        return frozenset(self.config.languages)
+
     def score(self, texts: Sequence[str], langs: Sequence[str]) -> list[float]:
-        """P(`toxic_label`) per text (the model reads any language: `langs` is not used)."""
+        """P(`toxic_label`) per text by the one model, whatever the language (`POOLED` included:
+        the model reads any text, `langs` is not used)."""
         import torch
 
         scores: list[float] = []

@@ -26,6 +26,11 @@ class LexiconJudge(JudgeIdentity):
 
     identity = {"backend": "lexicon", "glin-profanity": package_version("glin-profanity")}
 
+    @property
+    def languages(self) -> frozenset[str]:
+        """The languages glin-profanity has a word list for."""
+        return frozenset(LEXICON_LANGUAGES)
+
     def __init__(self) -> None:
         try:
             from glin_profanity import Filter
@@ -40,7 +45,8 @@ class LexiconJudge(JudgeIdentity):
         return self._filters[lang]
 
     def score(self, texts: Sequence[str], langs: Sequence[str]) -> list[float]:
-        """0/1 profanity flag per text, NaN for languages without a word list."""
+        """0/1 profanity flag per text; NaN for a language without a word list (`POOLED`
+        included: there is no pooled list)."""
         return [
             float(self._filter(lang).is_profane(text)) if lang in LEXICON_LANGUAGES else math.nan
             for text, lang in zip(texts, langs)

@@ -3,7 +3,9 @@
 Sends each text with its real language code, paces requests to the quota, retries 429 and
 5xx answers with exponential backoff, and caches scores on disk so that reruns send
 nothing twice. A text in a language the attribute does not support (HTTP 400 with
-LANGUAGE_NOT_SUPPORTED_BY_ATTRIBUTE, e.g. uk, am) is not judged: NaN, cached, not retried.
+LANGUAGE_NOT_SUPPORTED_BY_ATTRIBUTE, e.g. uk, am) is not judged: NaN, cached, not retried; a
+text judged as `pooled` (its language none of those the API documents, or undetermined) is not
+sent at all: NaN, since the API has no pooled model.
 Any other failure raises `PerspectiveError`: a failed call is never a score. The key travels
 in a request header, never in a URL, and never appears in logs or errors.
 
@@ -33,7 +35,7 @@ from urllib.parse import urlparse
 
 from tqdm.auto import tqdm
 
-from mbad.eval.judges.base import JudgeIdentity
+from mbad.eval.judges.base import POOLED, JudgeIdentity
 from mbad.eval.judges.registry import JudgeContext, JudgeSettings, SharedStorage, register_judge
 from mbad.paths import mbad_home
 
@@ -42,6 +44,9 @@ RETRIABLE = {429, 500, 502, 503, 504}
 ATTRIBUTE = "TOXICITY"
 # The API's error reason for a language the requested attribute does not cover.
 UNSUPPORTED_LANGUAGE = "LANGUAGE_NOT_SUPPORTED_BY_ATTRIBUTE"
+# The languages the API documents for TOXICITY; it refuses others with UNSUPPORTED_LANGUAGE.
+TOXICITY_LANGUAGES = frozenset({"ar", "cs", "de", "en", "es", "fr", "hi", "hi-Latn", "id", "it", "ja", "ko", "nl", "pl",
+                                "pt", "ru", "sv", "zh"})
 SHARD_EVERY = 200  # answers between two shards written to the shared cache
 
 
@@ -130,6 +135,11 @@ class PerspectiveJudge(JudgeIdentity):
         version = next((part for part in url.path.split("/") if part.startswith("v1")), "unknown")
         return {"backend": "perspective", "service": url.netloc, "api_version": version, "attribute": ATTRIBUTE}
 
+    @property
+    def languages(self) -> frozenset[str]:
+        """The languages the API documents for its TOXICITY attribute."""
+        return TOXICITY_LANGUAGES
+
     def __repr__(self) -> str:  # never show the key
         return f"PerspectiveJudge(url={self.config.url!r}, qps={self.config.queries_per_second})"
 
@@ -138,9 +148,15 @@ class PerspectiveJudge(JudgeIdentity):
         return hashlib.sha256(f"{lang}\0{text}".encode()).hexdigest()
 
     def score(self, texts: Sequence[str], langs: Sequence[str]) -> list[float]:
-        """TOXICITY summary score per text; NaN where the API does not support the text's language."""
+        """TOXICITY summary score per text; NaN where the API does not support the text's language.
+        Every code is sent as it is (the API refuses those it does not support: NaN, cached);
+        `POOLED` is NaN without a request: the API has no pooled model for the languages it
+        does not document or text of no known language."""
         scores: list[float] = []
         for text, lang in tqdm(list(zip(texts, langs)), desc="perspective", unit="text", leave=False):
+            if lang == POOLED:
+                scores.append(math.nan)
+                continue
             key = self._cache_key(text, lang)
             row = self._cache.execute("SELECT score FROM scores WHERE key = ?", (key,)).fetchone()
             if row is None:
