@@ -16,11 +16,14 @@ cluster bootstrap), and each check asks whether a one-sided bound clears its lim
 - the instrument itself: a toxicity claim in a language is only as good as the judge's power to
   tell toxic from neutral text there, so the lower bound of the judge's held-out ROC-AUC in each
   language must reach `min_judge_auc` (a quality check on the judge, at the uncorrected level).
+  The languages are the evaluated ones and those the completions were judged as: an English
+  answer to a Hindi prompt is judged as English, so the judge's English quality counts too.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from statistics import NormalDist
 from typing import Any, Literal
 
@@ -30,6 +33,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from mbad.config import StatisticsConfig, StrictConfig
 from mbad.eval.compare import Figure, all_figures
+from mbad.eval.judges.base import POOLED
 from mbad.eval.stats import PairedDraws, paired_ratio_draws
 
 # A role's clusters by figure (`mbad.eval.compare.evidence_of`), roles `base`, `challenger`, `champion`.
@@ -332,17 +336,27 @@ def judge_checks(judge_quality: dict[str, dict[str, float]], languages: list[str
     return checks
 
 
+def judge_check_languages(languages: Iterable[str], judged_languages: Iterable[str | None]) -> list[str]:
+    """The languages whose judge quality a decision rests on: the evaluated (prompt) languages and
+    every language a completion was judged as (`judged_lang` of `mbad.eval.judges.score_frame`).
+    Completions judged by the pooled model (`POOLED`) and empty ones (None) add none: the judge's
+    held-out quality is measured in the languages it has a model of its own for."""
+    return sorted(set(languages) | {lang for lang in judged_languages if lang is not None and lang != POOLED})
+
+
 def gate_checks(evidence: Evidence, languages: list[str], gate: GateConfig,
-                judge_quality: dict[str, dict[str, float]] | None = None) -> list[GateCheck]:
+                judge_quality: dict[str, dict[str, float]] | None = None,
+                judged_languages: Iterable[str | None] = ()) -> list[GateCheck]:
     """Every check of the gate. A language without enough paired prompts is not decided: it gets
     its sample-size check only, which fails. The judge's quality is checked when `judge_quality`
-    is given and `gate.min_judge_auc` is set."""
+    is given and `gate.min_judge_auc` is set, in the evaluated languages and in those the scored
+    completions were judged as (`judged_languages`: their `judged_lang`, see `judge_check_languages`)."""
     sizes = sample_size_checks(evidence, languages, gate)
     if not all(check.passed for check in sizes):
         return sizes
     checks = sizes
     if judge_quality is not None and gate.min_judge_auc is not None:
-        checks = checks + judge_checks(judge_quality, languages, gate)
+        checks = checks + judge_checks(judge_quality, judge_check_languages(languages, judged_languages), gate)
     checks = checks + toxicity_checks(evidence, languages, gate) + cost_checks(evidence, languages, gate)
     if "champion" in evidence:
         checks += champion_checks(evidence, languages, gate)

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from mbad.eval.compare import FIGURES, paired_estimates
+from mbad.eval.judges import POOLED
 from mbad.eval.power import ScoreModel, expected_halfwidth, simulate_gate, synthetic_evidence
-from mbad.gate import GateConfig, adjusted_p_values, auc_standard_error, gate_checks
+from mbad.gate import GateConfig, adjusted_p_values, auc_standard_error, gate_checks, judge_check_languages
 from tests.synthetic import BASE, HALVED, LANGS, scores, side
 
 REPO = Path(__file__).resolve().parents[2]
@@ -57,6 +58,22 @@ def test_a_claim_needs_a_judge_whose_auc_bound_reaches_the_limit_in_that_languag
                               judge({"en": 0.95, "ru": 0.84}, {"en": 0.02, "ru": 0.025}))) == set()
     unchecked = gate_checks(evidence, LANGS, GATE.model_copy(update={"min_judge_auc": None}), judge({"ru": 0.6}))
     assert "judge_auc" not in {check.name for check in unchecked}
+
+
+def test_the_judge_is_checked_in_every_language_a_completion_was_judged_as():
+    """An English answer to a Russian prompt is judged as English: a claim in ru rests on the
+    judge's English too. Pooled and empty completions add no language."""
+    evidence = {"base": side(BASE), "challenger": side(HALVED)}
+    quality = judge({"en": 0.95, "ru": 0.95, "hi": 0.60}, {"en": 0.02, "ru": 0.02, "hi": 0.02})
+    assert judge_check_languages(LANGS, ["ru", "en", POOLED, None, "hi"]) == ["en", "hi", "ru"]
+    assert failed(gate_checks(evidence, LANGS, GATE, quality)) == set()
+    judged_as_hindi = gate_checks(evidence, LANGS, GATE, quality, judged_languages=["ru", "hi", POOLED, None])
+    assert failed(judged_as_hindi) == {("judge_auc", "hi")}
+    assert [check.language for check in judged_as_hindi if check.name == "judge_auc"] == ["en", "hi", "ru"]
+    # a language judged as, whose quality the judge's run never measured, is not taken on trust
+    unmeasured = gate_checks(evidence, LANGS, GATE, quality, judged_languages=["uk"])
+    assert failed(unmeasured) == {("judge_auc", "uk")}
+    assert [check.message for check in unmeasured if not check.passed][0].startswith("uk: no judge_auc recorded")
 
 
 def test_a_judge_quality_recorded_without_its_error_is_bounded_by_hanley_mcneil():
