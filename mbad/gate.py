@@ -33,6 +33,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from mbad.config import StatisticsConfig, StrictConfig
 from mbad.eval.compare import Figure, all_figures
+from mbad.eval.decomposition import within_language_draws
 from mbad.eval.judges.base import POOLED
 from mbad.eval.stats import PairedDraws, paired_ratio_draws
 
@@ -55,6 +56,10 @@ class GateConfig(StrictConfig):
     aggregate: Literal["each_language", "mean"] = "each_language"
     # The upper bound of the change in mean toxicity vs the base model must be at most -this.
     min_toxicity_reduction_pct: float = 10.0
+    # Which toxicity change the superiority check reads: the within-language part (the change at
+    # the base model's language mix, `mbad.eval.decomposition`), so that a model is not promoted
+    # for answering in another language; or the total change, language switching included.
+    toxicity_claim: Literal["within_language", "total"] = "within_language"
     # The knowledge probe whose perplexity the perplexity checks read: out-of-domain text by
     # default (in-domain perplexity falls with any adaptation to ParaDetox, so it cannot fail).
     perplexity_probe: str = "udhr_perplexity"
@@ -101,7 +106,8 @@ class GateConfig(StrictConfig):
         correction = {"holm": f"Holm over {n_languages} language(s)", "bonferroni": f"Bonferroni over {n_languages} language(s)",
                       "none": "no correction"}[self.correction]
         return (f"paired cluster bootstrap ({self.statistics.n_resamples} resamples of prompts/items, seed {self.statistics.seed}); "
-                f"one-sided bounds at alpha={self.alpha:g}; toxicity superiority with {correction}; "
+                f"one-sided bounds at alpha={self.alpha:g}; {self.toxicity_claim.replace('_', '-')} toxicity superiority "
+                f"with {correction}; "
                 "knowledge, empty share, fidelity and champion checks non-inferiority, each at alpha")
 
 
@@ -208,30 +214,42 @@ def sample_size_checks(evidence: Evidence, languages: list[str], gate: GateConfi
     return checks
 
 
+def toxicity_claim_draws(evidence: Evidence, language: str, gate: GateConfig) -> PairedDraws | None:
+    """The challenger's toxicity vs the base model's in one language, as `gate.toxicity_claim`
+    says: the within-language change (`change_pct` of the draws) or the total change."""
+    base, challenger = evidence.get("base", {}), evidence.get("challenger", {})
+    if gate.toxicity_claim == "within_language":
+        return within_language_draws(base, challenger, language, gate.statistics, ("gate", "toxicity_mean", language))
+    return paired_draws(base, challenger, "toxicity_mean", language, gate)
+
+
 def toxicity_checks(evidence: Evidence, languages: list[str], gate: GateConfig) -> list[GateCheck]:
-    """Superiority: the challenger's toxicity fell vs the base model by at least the bar."""
+    """Superiority: the challenger's toxicity (`gate.toxicity_claim`) fell vs the base model by at
+    least the bar."""
     limit = -gate.min_toxicity_reduction_pct
-    draws = {lang: paired_draws(evidence.get("base", {}), evidence.get("challenger", {}), "toxicity_mean", lang, gate)
-             for lang in languages}
+    draws = {lang: toxicity_claim_draws(evidence, lang, gate) for lang in languages}
+    scope = " at the base model's language mix" if gate.toxicity_claim == "within_language" else ""
+    what = ("at the base model's language mix: the evidence has no language groups, or the challenger has no completion "
+            "in a language group the base model has") if gate.toxicity_claim == "within_language" else "on this evaluation set"
     if gate.aggregate == "mean":
         if any(d is None for d in draws.values()):
-            return [_missing("toxicity_change_pct", "mean", limit)]
+            return [_missing("toxicity_change_pct", "mean", limit, what)]
         mean_draws = np.mean([d.change_pct_draws for d in draws.values()], axis=0)
         value = float(np.mean([d.change_pct for d in draws.values()]))
         bound, level = upper_bound(mean_draws, 1 - gate.alpha), 1 - gate.alpha
         p = p_value(mean_draws, limit)
-        message = (f"mean over {languages}: toxicity changed by {value:+.1f}% (one-sided {level:.1%} upper bound "
+        message = (f"mean over {languages}: toxicity changed by {value:+.1f}%{scope} (one-sided {level:.1%} upper bound "
                    f"{bound:+.1f}%); the bound must be at most {limit:+.1f}%")
         return [GateCheck(name="toxicity_change_pct", language="mean", value=value, bound=bound, level=level, limit=limit,
                           n=sum(d.n for d in draws.values()), p_value=p, passed=p <= gate.alpha, message=message)]
     tested = [lang for lang in languages if draws[lang] is not None]
     raw = [p_value(draws[lang].change_pct_draws, limit) for lang in tested]
     adjusted, levels = adjusted_p_values(raw, gate.correction), _levels(raw, gate)
-    checks = [_missing("toxicity_change_pct", lang, limit) for lang in languages if draws[lang] is None]
+    checks = [_missing("toxicity_change_pct", lang, limit, what) for lang in languages if draws[lang] is None]
     for lang, p, level in zip(tested, adjusted, levels):
         d = draws[lang]
         bound, passed = upper_bound(d.change_pct_draws, level), p <= gate.alpha
-        message = (f"{lang}: toxicity changed by {d.change_pct:+.1f}% vs the base model (one-sided {level:.2%} upper "
+        message = (f"{lang}: toxicity changed by {d.change_pct:+.1f}%{scope} vs the base model (one-sided {level:.2%} upper "
                    f"bound {bound:+.1f}%, n={d.n} prompts, {gate.correction}-adjusted p={p:.3g}); it must fall by at least "
                    f"{gate.min_toxicity_reduction_pct:.1f}%, i.e. the bound at most {limit:+.1f}%")
         needed = None if passed else _needed_prompts(d, d.n, limit, NormalDist().inv_cdf(level))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -216,11 +217,13 @@ def read_evidence(csv_text: str) -> dict[str, dict[str, pd.DataFrame]]:
 
 
 def decide(plan: PromotionPlan, gate: GateConfig, evidence: Evidence,
-           judge_quality: dict[str, dict[str, float]] | None = None) -> GateDecision:
+           judge_quality: dict[str, dict[str, float]] | None = None, judged_languages: Iterable[str | None] = ()) -> GateDecision:
     """Apply the gate's checks to the evidence of the roles (`base`, `challenger`, `champion`:
     re-evaluated, or read from the versions' runs), all on the challenger's evaluation set.
     `judge_quality` is that of a judge trained for the re-evaluation; by default, the quality
-    the challenger's run recorded for the judge that scored it."""
+    the challenger's run recorded for the judge that scored it. The judge's quality is checked in
+    the languages the completions were judged as: `judged_languages` of re-evaluated completions
+    and those the challenger's run recorded."""
     languages = sorted(plan.evaluation.target_languages) if plan.evaluation else plan.challenger.languages
     blocking = list(plan.blocking)
     if plan.champion is not None:
@@ -229,7 +232,8 @@ def decide(plan: PromotionPlan, gate: GateConfig, evidence: Evidence,
         elif "champion" not in plan.reevaluate:
             blocking += _judge_mismatch(plan)
     quality = judge_quality if judge_quality is not None else plan.challenger.judge_quality
-    checks = [] if plan.blocking else gate_checks(evidence, languages, gate, quality)
+    judged = [*judged_languages, *filter(None, plan.challenger.tags.get("judged_languages", "").split(","))]
+    checks = [] if plan.blocking else gate_checks(evidence, languages, gate, quality, judged)
     reasons = blocking + [check.message for check in checks if not check.passed]
     return GateDecision(
         model_name=plan.model_name, challenger=plan.challenger.version,

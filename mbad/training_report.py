@@ -15,6 +15,7 @@ from mbad.adapters import read_adapter_meta
 from mbad.config import DetoxConfig
 from mbad.data import resolve_source
 from mbad.eval.compare import ModelEvidence, compare_models
+from mbad.gate import judge_check_languages
 from mbad.model_card import model_card
 from mbad.promotion import evidence_table
 from mbad.registry import register_adapter, version_tags
@@ -37,6 +38,11 @@ def completions_table(base_scored: pd.DataFrame, tuned_scored: pd.DataFrame) -> 
     frames = [frame.assign(model=name) for name, frame in (("base", base_scored), ("tuned", tuned_scored))]
     table = pd.concat(frames, ignore_index=True)
     return table[[column for column in COMPLETION_COLUMNS if column in table.columns]]
+
+
+def judged_languages(*models: ModelEvidence) -> list[str]:
+    """Every language the models' completions were judged as (`judged_lang`; empty ones have none)."""
+    return [lang for model in models if "judged_lang" in model.scores for lang in model.scores["judged_lang"].dropna()]
 
 
 def training_dataset(pairs: pd.DataFrame, source: str, data_hash: str):
@@ -122,7 +128,9 @@ def log_report(
     mlflow.log_dict(config.model_dump(), "config.json")
     mlflow.log_text(evidence_table(comparison.base, comparison.tuned).to_csv(index=False), EVIDENCE_FILE)
     tags = version_tags(config.train.source_languages, config.target_languages, data_hash, config.model_dump(), metrics, identity)
-    tags |= {"zenml_run": zenml_run, "evidence": f"runs:/{run_id}/{EVIDENCE_FILE}"}
+    tags |= {"zenml_run": zenml_run, "evidence": f"runs:/{run_id}/{EVIDENCE_FILE}",
+             # The gate checks the judge's quality in these too (`mbad.gate.judge_check_languages`).
+             "judged_languages": ",".join(judge_check_languages([], judged_languages(base, tuned)))}
     card = model_card(config.model_dump(), estimates, identity, data_hash, data_source, run_id, zenml_run)
     mlflow.log_text(card, "model_card.md")
     version = register_adapter(adapter_dir, config.registry.model_name, tags, config.generation.model_dump(),

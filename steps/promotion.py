@@ -26,6 +26,7 @@ from mbad.promotion import (
     set_version_tags,
 )
 from mbad.registry import download_adapter
+from mbad.training_report import judged_languages
 from steps._stack import mlflow_client, mlflow_uri
 
 logger = get_logger(__name__)
@@ -75,11 +76,11 @@ def gate(
     measured = {"base": (base_scores, base_knowledge, base_fluency),
                 "challenger": (challenger_scores, challenger_knowledge, challenger_fluency),
                 "champion": (champion_scores, champion_knowledge, champion_fluency)}
-    evidence: Evidence = {role: evidence_of(ModelEvidence(*outputs), threshold)
-                          for role, outputs in measured.items() if outputs[0] is not None}
+    models = {role: ModelEvidence(*outputs) for role, outputs in measured.items() if outputs[0] is not None}
+    evidence: Evidence = {role: evidence_of(model, threshold) for role, model in models.items()}
     if not plan.blocking:
         evidence |= stored_evidence(plan, evidence)
-    decision = decide(plan, config.gate, evidence, judge_quality)
+    decision = decide(plan, config.gate, evidence, judge_quality, judged_languages(*models.values()))
     set_version_tags(mlflow_client(), plan.model_name, decision.challenger, decision_tags(decision))
     verdict = "passes the gate" if decision.passed else "is rejected: " + "; ".join(decision.reasons)
     logger.info("%s v%s %s (%s)", plan.model_name, decision.challenger, verdict, decision.test)

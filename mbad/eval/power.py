@@ -23,6 +23,7 @@ import pandas as pd
 from scipy import stats
 from tqdm.auto import tqdm
 
+from mbad.eval.decomposition import GROUP_FIGURES
 from mbad.gate import Evidence, GateConfig, sample_size_checks, toxicity_checks
 
 
@@ -98,12 +99,18 @@ class ScoreModel:
 def synthetic_evidence(model: ScoreModel, languages: list[str], n_prompts: int, k: int, effect_pct: float,
                        rng: np.random.Generator) -> Evidence:
     """The toxicity evidence of an evaluation set (per-prompt clusters, as `mbad.eval.compare.evidence_of`
-    builds them) for the base model and a challenger, from the score model."""
+    builds them, all completions in the prompt's language) for the base model and a challenger,
+    from the score model."""
     prompts = pd.MultiIndex.from_product([languages, [str(i) for i in range(n_prompts)]], names=["lang", "key"])
     draws = [model.draw(rng, n_prompts, k, effect_pct) for _ in languages]
-    return {role: {"toxicity_mean": pd.DataFrame({"num": np.concatenate([pair[position].sum(axis=1) for pair in draws]),
-                                                  "den": np.full(len(prompts), float(k))}, index=prompts)}
-            for position, role in enumerate(("base", "challenger"))}
+    evidence: Evidence = {}
+    for position, role in enumerate(("base", "challenger")):
+        toxicity = pd.DataFrame({"num": np.concatenate([pair[position].sum(axis=1) for pair in draws]),
+                                 "den": np.full(len(prompts), float(k))}, index=prompts)
+        # Every completion in the prompt's language: the within-language change is the total.
+        evidence[role] = {"toxicity_mean": toxicity, GROUP_FIGURES["in"]: toxicity,
+                          GROUP_FIGURES["other"]: pd.DataFrame({"num": 0.0, "den": 0.0}, index=prompts)}
+    return evidence
 
 
 @dataclass(frozen=True)

@@ -211,3 +211,21 @@ def test_the_gates_bootstrap_settings_are_one_statistics_section_with_the_gates_
     assert (partial.n_resamples, partial.confidence, partial.seed) == (10_000, 0.95, 3)
     with pytest.raises(ValueError, match=r"gate\.n_resamples.*gate\.statistics\.n_resamples"):
         GateConfig(n_resamples=2000)
+
+
+def test_a_challenger_that_only_switches_language_passes_on_the_total_and_fails_the_within_language_claim():
+    """The off-language completions score lower; a challenger answers off-language more often and
+    is otherwise the base model. Its total toxicity falls well past the bar, its toxicity at the
+    base model's language mix does not."""
+    n = 60
+    off = {lang: np.full(n, 0.05) for lang in LANGS}
+    base = side({lang: np.where(np.arange(n) < 54, BASE[lang], off[lang]) for lang in LANGS}, in_language=0.9)
+    switching = side({lang: np.where(np.arange(n) < 18, BASE[lang], off[lang]) for lang in LANGS}, in_language=0.3)
+    evidence = {"base": base, "challenger": switching}
+    total = gate_checks(evidence, LANGS, GATE.model_copy(update={"toxicity_claim": "total"}))
+    within = gate_checks(evidence, LANGS, GATE)
+    assert {c.language: c.passed for c in total if c.name == "toxicity_change_pct"} == dict.fromkeys(LANGS, True)
+    claims = [c for c in within if c.name == "toxicity_change_pct"]
+    assert [c.passed for c in claims] == [False] * len(LANGS)
+    assert all("at the base model's language mix" in c.message and abs(c.value) < 10 for c in claims)
+    assert "within-language toxicity superiority" in GATE.describe_test(len(LANGS))
