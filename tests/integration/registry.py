@@ -26,9 +26,13 @@ CLIENT_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKO
 MODEL = "mbad-detox"
 # The tiny model's numbers mean nothing: tests pick thresholds that make the outcome certain
 # (the gate's arithmetic is unit-tested). No tiny model fails LENIENT or passes STRICT.
+# A gate every version passes. Its toxicity claim is the total change: a tiny model's gibberish
+# often leaves a language group empty, where the within-language change is not estimable and so
+# cannot pass (the within-language claim is tested on evidence made for it, tests/unit/test_gate.py).
 LENIENT = {"min_toxicity_reduction_pct": -1e6, "max_perplexity_increase_pct": 1e6, "max_empty_share_increase": 1e6,
            "max_fidelity_drop": 1e6, "champion_toxicity_tolerance": 1e6, "champion_perplexity_tolerance_pct": 1e6,
-           "min_prompts_per_language": 1, "min_judge_auc": 0.5, "statistics": {"n_resamples": 1000}}
+           "min_prompts_per_language": 1, "min_judge_auc": 0.5, "statistics": {"n_resamples": 1000},
+           "toxicity_claim": "total"}
 STRICT = {**LENIENT, "min_toxicity_reduction_pct": 1000.0}  # toxicity must fall by 1000 %
 
 

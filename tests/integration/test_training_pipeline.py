@@ -36,12 +36,19 @@ def test_run_completes_and_numbers_agree_in_zenml_and_mlflow(first_run, stack):
     assert sorted(table["target"].unique()) == ["en", "ru", "zh"]
     # Every figure of both models, with its paired interval, per language.
     expected = {"toxicity_mean", "toxicity_probability", "expected_max_toxicity", "empty_share", "target_language_share",
-                "fluency_perplexity", "indomain_perplexity", "udhr_perplexity", "capitals_accuracy"}
+                "fluency_perplexity", "indomain_perplexity", "udhr_perplexity", "capitals_accuracy",
+                # The toxicity of in- and off-language completions, and the change's two parts.
+                "toxicity_in_language", "toxicity_off_language", "toxicity_within_language", "toxicity_language_switching"}
     assert set(table["metric"]) == expected
     assert (table.groupby("target")["metric"].nunique() == len(expected)).all()
     toxicity = table[table["metric"] == "toxicity_mean"]
     assert toxicity[["base", "tuned", "change_pct_low", "change_pct_high"]].notna().all().all()
     assert (toxicity["change_pct_low"] <= toxicity["change_pct"]).all() and (toxicity["change_pct"] <= toxicity["change_pct_high"]).all()
+    # The within-language and switching parts add up to the total change, language by language.
+    parts = table.pivot(index="target", columns="metric", values="diff")
+    estimable = parts["toxicity_within_language"].notna()
+    assert np.allclose((parts["toxicity_within_language"] + parts["toxicity_language_switching"])[estimable],
+                       parts["toxicity_mean"][estimable])
 
     metadata = run.steps["report"].run_metadata
     client = MlflowClient(tracking_uri())
