@@ -233,7 +233,7 @@ class GenerationConfig(StrictConfig):
     seed: int = 42
     # The dtype completions are sampled in: `model` (the loaded model's: float32 on CPU), or
     # `bfloat16`, faster on CPUs with native bfloat16 arithmetic (AVX512-BF16), whose completions
-    # stay within float32's intervals (README) but are not float32's completions token for token.
+    # stay within float32's intervals (docs/performance.md) but are not float32's completions token for token.
     dtype: Literal["model", "float32", "bfloat16"] = "model"
 
     @field_validator("protocol")

@@ -74,7 +74,7 @@ class GateConfig(StrictConfig):
     champion_toxicity_tolerance: float = 0.05
     champion_perplexity_tolerance_pct: float = 5.0
     # The judge's held-out ROC-AUC (test pairs) in each language: its one-sided lower bound must be
-    # at least this; None: not checked. The README gives the default judge's bounds per language.
+    # at least this; None: not checked. docs/gate.md gives the default judge's bounds per language.
     min_judge_auc: float | None = Field(default=0.80, ge=0.5, le=1.0)
     # Below this many paired prompts in a language the gate does not decide.
     min_prompts_per_language: int = Field(default=30, ge=1)

@@ -1,6 +1,6 @@
 """The gate's error rates by simulation: false promotions of a no-effect model, the test's size at
 the bar, and its power for a true -30 % effect, per prompts per language; writes the JSON the
-README's table and the power test read.
+docs/gate.md's table and the power test read.
 
     python scripts/gate_power.py --fit-runs 2            # score model fitted to the last two detox_training runs
     python scripts/gate_power.py --simulations 400 --out docs/gate_power.json

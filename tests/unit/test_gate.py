@@ -178,8 +178,8 @@ def test_simulated_no_effect_models_are_rejected_at_least_95_percent_of_the_time
         assert result.rate <= 0.05, (effect, result)
 
 
-def test_simulated_power_at_a_true_30_percent_reduction_is_what_the_readme_states():
-    """docs/gate_power.json holds the README's figures (scripts/gate_power.py); a fresh, smaller
+def test_simulated_power_at_a_true_30_percent_reduction_is_what_the_docs_state():
+    """docs/gate_power.json holds docs/gate.md's figures (scripts/gate_power.py); a fresh, smaller
     simulation with other seeds must agree with them, for both rules."""
     stated = json.loads((REPO / "docs" / "gate_power.json").read_text())
     power = stated["power"]
