@@ -68,10 +68,8 @@ def gate(
     champion_fluency: pd.DataFrame | None = None,
     judge_quality: dict | None = None,
 ) -> Annotated[GateDecision, "gate_decision"]:
-    """Checks on interval bounds vs the base model and the champion, from paired per-prompt
-    evidence (re-evaluated here, or stored by each version's run), and on the judge's held-out
-    quality (`judge_quality` of a judge trained for the re-evaluation, else the challenger's
-    recorded one); the decision is tagged on the challenger."""
+    """`mbad.promotion.decide` on the roles' evidence (re-evaluated here, or stored by each
+    version's run) and the judge's quality; the decision is tagged on the challenger."""
     threshold = plan.evaluation.judge.threshold if plan.evaluation else 0.5
     measured = {"base": (base_scores, base_knowledge, base_fluency),
                 "challenger": (challenger_scores, challenger_knowledge, challenger_fluency),
