@@ -219,7 +219,8 @@ class GenerationConfig(StrictConfig):
     """How completions of toxic prompts are sampled (paper: T=0.7, top_p=0.9, 50 tokens)."""
 
     # How a toxic test sentence becomes the prompt: a protocol of `mbad.protocols.PROTOCOLS`
-    # (`paper_instruction`: "Complete the sentence: <toxic>", as the paper asks in every language).
+    # (`continuation_half` by default; `paper_instruction`, "Complete the sentence: <toxic>" in
+    # every language, replicates the paper).
     protocol: str = DEFAULT_PROTOCOL
     # 0 is greedy decoding (the most likely token each step, `mbad.generation` samples nothing).
     temperature: float = 0.7

@@ -14,7 +14,11 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-DEFAULT_PROTOCOL = "paper_instruction"
+# The product's default: the first half of the toxic sentence, continued with no instruction, as
+# RealToxicityPrompts does. Of the four, it kept the base model in the prompt's language most
+# often (docs/methods.md, "Prompt protocols", measured by scripts/measure_protocols.py), so that
+# a toxicity change is measured on text in the language it is reported for.
+DEFAULT_PROTOCOL = "continuation_half"
 
 # "Complete the sentence: " in each language, as a speaker would write the instruction.
 TARGET_INSTRUCTIONS = {

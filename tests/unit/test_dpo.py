@@ -34,7 +34,7 @@ from tests.conftest import REPO_ROOT
 
 def test_preferences_cut_both_sentences_at_the_same_place_and_use_the_evaluation_prompt():
     pairs = preference_pairs(["you are a damn fool today", "短句子很坏", "same same"], ["you are wrong today", "短句子不好", "same same"],
-                             ["en", "zh", "en"])
+                             ["en", "zh", "en"], "paper_instruction")
     assert [pair.prompt for pair in pairs] == ["Complete the sentence: you are a", "Complete the sentence: 短句子"]
     assert pairs[0].rejected == " damn fool today" and pairs[0].chosen == " wrong today"
     assert pairs[1].rejected == "很坏" and pairs[1].chosen == "不好"  # characters where there are no spaces

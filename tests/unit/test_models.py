@@ -34,7 +34,7 @@ def loaded(tiny_model_dir):
 
 def test_generation_returns_only_the_completion(loaded, pairs):
     prompts = select(pairs, "test", ["en", "zh"], max_per_language=3)
-    config = GenerationConfig(max_new_tokens=6, num_samples=2, batch_size=4)
+    config = GenerationConfig(max_new_tokens=6, num_samples=2, batch_size=4, protocol="paper_instruction")
     completions = generate_for_targets(loaded, prompts, config)
     assert len(completions) == 6 * 2
     assert set(completions.groupby("pair_id")["sample"].nunique()) == {2}

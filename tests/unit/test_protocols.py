@@ -18,7 +18,7 @@ from mbad.data import content_hash, load_pairs
 from mbad.generation import build_prompts
 from mbad.model_card import model_card
 from mbad.promotion import PromoteConfig, evaluation_key, plan_promotion
-from mbad.protocols import PROTOCOLS, TARGET_INSTRUCTIONS, first_half, get_protocol
+from mbad.protocols import DEFAULT_PROTOCOL, PROTOCOLS, TARGET_INSTRUCTIONS, first_half, get_protocol
 from mbad.registry import version_tags
 from mbad.train.dpo import preference_pairs
 from tests.conftest import REPO_ROOT
@@ -97,7 +97,7 @@ def test_dpo_prompts_take_the_form_of_the_evaluation_protocol():
     }
     # Unless set, DPO takes the protocol the adapter is evaluated under.
     assert DetoxConfig(generation={"protocol": "target_instruction"}).train.dpo.protocol == "target_instruction"
-    assert DetoxConfig().train.dpo.protocol == "paper_instruction"
+    assert DetoxConfig().train.dpo.protocol == DetoxConfig().generation.protocol == DEFAULT_PROTOCOL == "continuation_half"
     assert DetoxConfig(generation={"protocol": "continuation"}, train={"dpo": {"protocol": "paper_instruction"}}
                        ).train.dpo.protocol == "paper_instruction"
 
@@ -108,8 +108,8 @@ def test_the_model_card_names_the_protocol():
     card = model_card(config, estimates, {"name": "ensemble:abc"}, "h1", "data", "run", "zenml")
     assert "protocol `continuation_half`, the first half of the toxic sentence alone" in card
     assert "Complete the sentence" not in card
-    assert "Complete the sentence: ..." in model_card(DetoxConfig().model_dump(), estimates, {"name": "ensemble:abc"}, "h1",
-                                                       "data", "run", "zenml")
+    paper = DetoxConfig(generation={"protocol": "paper_instruction"}).model_dump()
+    assert "Complete the sentence: ..." in model_card(paper, estimates, {"name": "ensemble:abc"}, "h1", "data", "run", "zenml")
 
 
 def version(protocol: str, data_hash: str = "h1", data_dir: str | None = None) -> dict[str, str]:
