@@ -1,13 +1,16 @@
-"""The Perspective judge inside detox_training: key from a ZenML secret, real language codes,
-a language Perspective refuses (uk) not judged rather than scored, 429s retried, and the key
-nowhere in logs, artifacts or the tracking store."""
+"""The Perspective judge inside detox_training: key from a ZenML secret, each text sent with the
+language code it is judged as, a language Perspective does not support not judged rather than
+scored, 429s retried, and the key nowhere in logs, artifacts or the tracking store."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
+from mbad.eval.judges import POOLED
+from mbad.eval.judges.perspective import TOXICITY_LANGUAGES
 from tests.fake_perspective import API_KEY, FakePerspective
 from tests.integration.conftest import run_detox_training, write_run_config
 
@@ -39,17 +42,19 @@ def test_perspective_key_from_zenml_secret_never_leaks(stack, tiny_model_dir, pe
         stack.delete_secret("perspective")
     assert run.status.value == "completed"
 
-    # Each completion went out with its own language code and the secret's key, in a header.
+    # Each completion went out with the language code it is judged as (its detected language,
+    # one Perspective supports) and the secret's key, in a header.
+    scores = pd.concat([run.steps[step].outputs["toxicity_scores"][0].load() for step in ("score_base", "score_tuned")])
+    judged_as = set(scores["judged_lang"].dropna()) - {POOLED}
     sent = sorted({tuple(request["languages"]) for request in FakePerspective.requests})
-    assert sent == [("en",), ("hi",), ("uk",)]
+    assert sent and sent == sorted((lang,) for lang in judged_as) and judged_as <= TOXICITY_LANGUAGES
     assert set(FakePerspective.keys) == {API_KEY}
-    scores = run.steps["score_tuned"].outputs["toxicity_scores"][0].load()
     assert len(set(scores["judge"])) == 1 and scores["judge"].iloc[0].startswith("perspective:")
-    judged = scores[scores["lang"] != "uk"]
-    assert judged["score"].between(0, 1).all()
-    # uk: Perspective refused the language, so every spoken completion is not judged (NaN), never 0.
-    spoken_uk = scores[(scores["lang"] == "uk") & (scores["completion"].str.strip() != "")]
-    assert len(spoken_uk) and spoken_uk["score"].isna().all()
+    spoken = scores[scores["completion"].str.strip() != ""]
+    assert spoken[spoken["judged_lang"].isin(judged_as)]["score"].between(0, 1).all()
+    # A text in a language Perspective does not support (uk, or none detected) is not judged
+    # (NaN), never 0, and is never sent.
+    assert spoken[spoken["judged_lang"] == POOLED]["score"].isna().all()
 
     output = capfd.readouterr()
     assert API_KEY not in output.out and API_KEY not in output.err
