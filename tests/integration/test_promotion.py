@@ -91,9 +91,12 @@ def test_first_promotion_passes_and_the_champion_generates(mlflow_server, versio
     assert set(toxicity) == {"en", "ru", "zh"} and all({"value", "bound", "level", "n"} <= set(c) for c in toxicity.values())
     assert toxicity["en"]["n"] == 8 and "zh" in json.loads(tags["gate.check.udhr_perplexity_change_pct"])
     assert "paired cluster bootstrap" in tags["gate.test"] and "Holm over 3 language(s)" in tags["gate.test"]
-    # The judge that scored the version, as its run recorded it: held-out AUC and its bound per language.
+    # The judge that scored the version, as its run recorded it: held-out AUC and its bound per
+    # language, in the evaluated languages and in those its completions were judged as.
     judge = json.loads(tags["gate.check.judge_auc"])
-    assert set(judge) == {"en", "ru", "zh"} and all(c["n"] == 100 and 0.5 < c["bound"] < c["value"] <= 1 for c in judge.values())
+    judged_as = set(filter(None, tags["judged_languages"].split(",")))
+    assert set(judge) == {"en", "ru", "zh"} | judged_as
+    assert all(c["n"] == 100 and 0.5 < c["bound"] < c["value"] <= 1 for c in judge.values())
     assert "generate_base" not in run.steps  # nothing to re-evaluate without a champion
     assert zenml_stage(stack, client, versions["en"]) == "production"
 
@@ -166,8 +169,9 @@ def test_changed_data_is_judged_by_a_new_judge_whose_quality_the_gate_checks(mlf
     quality = run.steps["train_judge"].outputs["judge_quality"][0]
     assert run.steps["gate"].inputs["judge_quality"][0].id == quality.id  # the new judge's, not the recorded one
     judge = json.loads(tags["gate.check.judge_auc"])
+    assert {"en", "ru", "zh"} <= set(judge)  # and the languages the completions were judged as
     assert {lang: check["value"] for lang, check in judge.items()} == pytest.approx(
-        {lang: quality.load()["auc"][lang] for lang in ("en", "ru", "zh")}, abs=1e-4)
+        {lang: quality.load()["auc"][lang] for lang in judge}, abs=1e-4)
 
 
 def test_rollback_moves_champion_back_to_previous(mlflow_server, versions, stack):
