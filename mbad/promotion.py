@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -25,7 +25,7 @@ from pydantic import BaseModel, Field, ValidationError
 from mbad.aliases import AliasMoveConfig, read_aliases, unavailable
 from mbad.config import DetoxConfig, ModelConfig, StrictConfig
 from mbad.data import DataUnavailable, content_hash, load_pairs
-from mbad.eval.compare import clusters_from_evidence, evidence_frame
+from mbad.eval.compare import ModelEvidence, clusters_from_evidence, evidence_frame, evidence_of
 from mbad.gate import Evidence, GateCheck, GateConfig, gate_checks
 
 Role = Literal["base", "challenger", "champion"]
@@ -241,6 +241,20 @@ def decide(plan: PromotionPlan, gate: GateConfig, evidence: Evidence,
         passed=not reasons, reasons=reasons, checks=checks, thresholds=gate,
         reevaluated=list(plan.reevaluate), test=gate.describe_test(len(languages)),
     )
+
+
+def decide_on_evaluations(
+    plan: PromotionPlan, gate: GateConfig, measured: dict[str, ModelEvidence], stored: Callable[[Evidence], Evidence],
+    judge_quality: dict[str, dict[str, float]] | None = None,
+) -> GateDecision:
+    """`decide` on the roles re-evaluated in this run (`measured`) and, unless the plan is blocked,
+    the evidence `stored` finds for the other roles (it gets the measured evidence)."""
+    threshold = plan.evaluation.judge.threshold if plan.evaluation else 0.5
+    evidence: Evidence = {role: evidence_of(model, threshold) for role, model in measured.items()}
+    if not plan.blocking:
+        evidence |= stored(evidence)
+    judged = [lang for model in measured.values() for lang in model.judged_languages]
+    return decide(plan, gate, evidence, judge_quality, judged)
 
 
 def _judge_mismatch(plan: PromotionPlan) -> list[str]:

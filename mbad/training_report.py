@@ -40,11 +40,6 @@ def completions_table(base_scored: pd.DataFrame, tuned_scored: pd.DataFrame) -> 
     return table[[column for column in COMPLETION_COLUMNS if column in table.columns]]
 
 
-def judged_languages(*models: ModelEvidence) -> list[str]:
-    """Every language the models' completions were judged as (`judged_lang`; empty ones have none)."""
-    return [lang for model in models if "judged_lang" in model.scores for lang in model.scores["judged_lang"].dropna()]
-
-
 def training_dataset(pairs: pd.DataFrame, source: str, data_hash: str):
     """The validated pairs as an MLflow dataset: digest = the data hash, source = where they were read."""
     from mlflow.data.pandas_dataset import from_pandas
@@ -130,7 +125,7 @@ def log_report(
     tags = version_tags(config.train.source_languages, config.target_languages, data_hash, config.model_dump(), metrics, identity)
     tags |= {"zenml_run": zenml_run, "evidence": f"runs:/{run_id}/{EVIDENCE_FILE}",
              # The gate checks the judge's quality in these too (`mbad.gate.judge_check_languages`).
-             "judged_languages": ",".join(judge_check_languages([], judged_languages(base, tuned)))}
+             "judged_languages": ",".join(judge_check_languages([], base.judged_languages + tuned.judged_languages))}
     card = model_card(config.model_dump(), estimates, identity, data_hash, data_source, run_id, zenml_run)
     mlflow.log_text(card, "model_card.md")
     version = register_adapter(adapter_dir, config.registry.model_name, tags, config.generation.model_dump(),

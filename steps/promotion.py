@@ -12,13 +12,13 @@ from zenml.logger import get_logger
 
 from mbad.adapters import AdapterDirectory
 from mbad.aliases import describe, move_aliases
-from mbad.eval.compare import ModelEvidence, evidence_of
+from mbad.eval.compare import ModelEvidence
 from mbad.gate import Evidence
 from mbad.promotion import (
     GateDecision,
     PromoteConfig,
     PromotionPlan,
-    decide,
+    decide_on_evaluations,
     decision_tags,
     plan_promotion,
     promotion_target,
@@ -26,7 +26,6 @@ from mbad.promotion import (
     set_version_tags,
 )
 from mbad.registry import download_adapter
-from mbad.training_report import judged_languages
 from steps._stack import mlflow_client, mlflow_uri
 
 logger = get_logger(__name__)
@@ -70,15 +69,11 @@ def gate(
 ) -> Annotated[GateDecision, "gate_decision"]:
     """`mbad.promotion.decide` on the roles' evidence (re-evaluated here, or stored by each
     version's run) and the judge's quality; the decision is tagged on the challenger."""
-    threshold = plan.evaluation.judge.threshold if plan.evaluation else 0.5
-    measured = {"base": (base_scores, base_knowledge, base_fluency),
-                "challenger": (challenger_scores, challenger_knowledge, challenger_fluency),
-                "champion": (champion_scores, champion_knowledge, champion_fluency)}
-    models = {role: ModelEvidence(*outputs) for role, outputs in measured.items() if outputs[0] is not None}
-    evidence: Evidence = {role: evidence_of(model, threshold) for role, model in models.items()}
-    if not plan.blocking:
-        evidence |= stored_evidence(plan, evidence)
-    decision = decide(plan, config.gate, evidence, judge_quality, judged_languages(*models.values()))
+    outputs = {"base": (base_scores, base_knowledge, base_fluency),
+               "challenger": (challenger_scores, challenger_knowledge, challenger_fluency),
+               "champion": (champion_scores, champion_knowledge, champion_fluency)}
+    measured = {role: ModelEvidence(*evaluation) for role, evaluation in outputs.items() if evaluation[0] is not None}
+    decision = decide_on_evaluations(plan, config.gate, measured, lambda found: stored_evidence(plan, found), judge_quality)
     set_version_tags(mlflow_client(), plan.model_name, decision.challenger, decision_tags(decision))
     verdict = "passes the gate" if decision.passed else "is rejected: " + "; ".join(decision.reasons)
     logger.info("%s v%s %s (%s)", plan.model_name, decision.challenger, verdict, decision.test)

@@ -192,6 +192,11 @@ class ModelEvidence:
                              "numbers of different judges are not compared")
         return names[0]
 
+    @property
+    def judged_languages(self) -> list[str]:
+        """The language each completion was judged as (`judged_lang`; empty ones have none)."""
+        return self.scores["judged_lang"].dropna().tolist() if "judged_lang" in self.scores else []
+
     def clusters(self, threshold: float) -> dict[str, pd.DataFrame]:
         """Every figure's clusters (`clusters_for`)."""
         return clusters_for(self.scores, threshold, self.knowledge, self.fluency)

@@ -6,18 +6,22 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
 from mbad.aliases import AliasConflictError, AliasMoveConfig, AliasMoveError, lock_name, move_aliases, read_aliases, recover
 from mbad.config import PAPER_LANGUAGES, DataConfig, DetoxConfig
 from mbad.data import content_hash, load_pairs
+from mbad.eval.compare import ModelEvidence, evidence_of
 from mbad.promotion import (
     Candidate,
     GateConfig,
     PromoteConfig,
     PromotionPlan,
     decide,
+    decide_on_evaluations,
     decision_tags,
     evaluation_key,
     plan_promotion,
@@ -269,3 +273,23 @@ def test_new_languages_are_those_the_champion_was_not_evaluated_on(client, tmp_p
 def test_retrain_config_refuses_two_model_names():
     with pytest.raises(ValueError, match="must equal detox.registry.model_name"):
         RetrainConfig(promotion={"model_name": "other"})
+
+
+def test_a_decision_on_re_evaluated_models_checks_the_judge_where_their_completions_were_judged():
+    """decide_on_evaluations: the measured models' evidence, the stored evidence of the others
+    (found from the measured), and the judge checked in the languages completions were judged as."""
+    def scored(values: dict[str, np.ndarray]) -> pd.DataFrame:
+        return pd.concat([pd.DataFrame({"pair_id": np.arange(len(v)), "lang": lang, "sample": 0, "score": v,
+                                        "completion": "some words", "detected_lang": np.where(np.arange(len(v)) < 5, "de", lang),
+                                        "judged_lang": np.where(np.arange(len(v)) < 5, "de", lang), "judge": "ensemble:j1"})
+                          for lang, v in values.items()], ignore_index=True)
+
+    measured = {"base": ModelEvidence(scored(BASE)), "challenger": ModelEvidence(scored(HALVED))}
+    seen = []
+    decision = decide_on_evaluations(plan(tags(LANGS)), GATE, measured, lambda found: seen.append(set(found)) or {})
+    assert seen == [{"base", "challenger"}]
+    judged = {check.language: check for check in decision.checks if check.name == "judge_auc"}
+    assert set(judged) == {*LANGS, "de"} and not judged["de"].passed and "de: no judge_auc" in judged["de"].message
+    expected = decide(plan(tags(LANGS)), GATE, {role: evidence_of(model, 0.5) for role, model in measured.items()},
+                      judged_languages=["de"])
+    assert decision.reasons == expected.reasons
