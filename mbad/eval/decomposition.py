@@ -243,23 +243,6 @@ def decompose(
     return table
 
 
-def decompose_toxicity(
-    base_scored: pd.DataFrame, tuned_scored: pd.DataFrame, config: Resampling = BootstrapConfig(),
-) -> pd.DataFrame:
-    """`decompose` from two models' scored completions (lang, pair_id, completion, score with NaN
-    for not judged, detected_lang)."""
-    base, tuned = ({DECOMPOSED: toxicity_mean_clusters(scored)} | group_figure_clusters(scored)
-                   for scored in (base_scored, tuned_scored))
-    return decompose(base, tuned, config)
-
-
-def toxicity_mean_clusters(scored: pd.DataFrame) -> pd.DataFrame:
-    """toxicity_mean's clusters (score sum and judged completions per prompt), from the groups."""
-    groups = group_clusters(scored)
-    return pd.DataFrame({"num": groups[[f"sum_{group}" for group in GROUPS]].sum(axis=1),
-                         "den": groups[[f"count_{group}" for group in GROUPS]].sum(axis=1)})
-
-
 def within_language_draws(
     base: dict[str, pd.DataFrame], tuned: dict[str, pd.DataFrame], language: str, config: Resampling,
     labels: tuple[str, ...],

@@ -9,18 +9,23 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mbad.eval.compare import ESTIMATE_COLUMNS, FIGURES, paired_estimates, toxicity_clusters
+from mbad.eval.compare import ESTIMATE_COLUMNS, FIGURES, clusters_for, paired_estimates, toxicity_clusters
 from mbad.eval.decomposition import (
     SWITCHING,
     WITHIN,
+    decompose,
     decompose_language,
-    decompose_toxicity,
     group_figure_clusters,
     paired_group_clusters,
 )
 from mbad.eval.stats import BootstrapConfig, paired_ratio_draws
 
 CONFIG = BootstrapConfig(n_resamples=500, seed=3)
+
+
+def decompose_toxicity(base: pd.DataFrame, tuned: pd.DataFrame, config: BootstrapConfig) -> pd.DataFrame:
+    """The decomposition of two models' scored completions, from their clusters as a run builds them."""
+    return decompose(clusters_for(base, 0.5), clusters_for(tuned, 0.5), config)
 
 
 def _scored(rng: np.random.Generator, lang: str, mix: tuple[float, float, float], means: tuple[float, float],
