@@ -11,7 +11,15 @@ import pandas as pd
 
 from mbad.config import StatisticsConfig, SweepConfig, TrainConfig
 from mbad.eval.compare import FIGURES, Figure, ModelEvidence, compare_models, paired_estimates
-from mbad.eval.decomposition import DECOMPOSED, GROUP_INPUTS, WITHIN, decompose_language, paired_group_clusters
+from mbad.eval.decomposition import (
+    DECOMPOSED,
+    GROUP_INPUTS,
+    PARTS,
+    WITHIN,
+    decompose_language,
+    has_groups,
+    paired_group_clusters,
+)
 from mbad.eval.stats import TRANSFORMS, Resampling, percentile_interval, resample_indices
 from mbad.languages import LanguageRegistry
 
@@ -164,7 +172,7 @@ def aggregate_by_script(
     model and every adapter evaluated on them, so cells that share a target stay correlated as
     they are. `base` and each `xft[source]` are clusters (`mbad.eval.compare.ModelEvidence.clusters`)."""
     cells: list[tuple[str, str, float, np.ndarray, int]] = []  # source, target, change, draws, prompts
-    cluster_figure = DECOMPOSED if figure == WITHIN else figure
+    cluster_figure = DECOMPOSED if figure in PARTS else figure
     for target, base_rows in base[cluster_figure].groupby(level=0, sort=True):
         tuned = {source: clusters for source, clusters in sorted(xft.items())
                  if target in clusters[cluster_figure].index.get_level_values(0)}
@@ -200,17 +208,16 @@ def _cell_change(
     labels: tuple[str, ...],
 ) -> tuple[float, np.ndarray]:
     """One xft cell's % change of `figure` vs the base model on `prompts` (one target's), with its
-    draws under the resampling stream of `labels`: a ratio of clusters, or for the within-language
-    part of the toxicity change its decomposition (`mbad.eval.decomposition`)."""
-    if figure == WITHIN:
+    draws under the resampling stream of `labels`: a ratio of clusters, or for a part of the
+    toxicity change (`mbad.eval.decomposition.PARTS`) its decomposition, NaN where the base
+    model's language mix cannot be held."""
+    if figure in PARTS:
         paired = paired_group_clusters({name: frame.loc[prompts] for name, frame in base.items() if name in GROUP_INPUTS},
                                        {name: frame.loc[prompts] for name, frame in tuned.items() if name in GROUP_INPUTS})
-        parts = decompose_language(paired, config, labels)
-        if parts.unestimable:
+        decomposition = decompose_language(paired, config, labels)
+        if decomposition.unestimable:
             return math.nan, np.full(config.n_resamples, np.nan)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return (float((parts.point["counterfactual"] / parts.point["base"] - 1) * 100),
-                    (parts.draws["counterfactual"] / parts.draws["base"] - 1) * 100)
+        return decomposition.change_pct(figure)
     transform = FIGURES.get(figure, Figure(figure)).transform
     joined = base[figure].loc[prompts].join(tuned[figure].loc[prompts].add_suffix("_tuned"), how="inner")
     index = resample_indices(len(joined), config, *labels)
@@ -224,12 +231,14 @@ COMPARISON_COLUMNS = ["mode", "source", "fraction", "target", "metric", "sft", "
 
 
 def compare_methods(
-    clusters: dict[str, dict[str, pd.DataFrame]], settings: list[Setting], config: Resampling = StatisticsConfig(),
-    figures: tuple[str, ...] = ("toxicity_mean",),
+    base: dict[str, pd.DataFrame], clusters: dict[str, dict[str, pd.DataFrame]], settings: list[Setting],
+    config: Resampling = StatisticsConfig(), figures: tuple[str, ...] = ("toxicity_mean",),
 ) -> pd.DataFrame:
     """DPO vs SFT in each setting both ran (same mode, source, fraction), per target: the
-    difference dpo - sft of each figure, paired on the same prompts, with its interval.
-    `clusters` holds each setting's clusters by setting name."""
+    difference dpo - sft of each figure, paired on the same prompts, with its interval; and the
+    parts of their toxicity change vs the base model (`_part_differences`), so that a method
+    that only switches language more does not pass for one that detoxifies. `base` holds the
+    base model's clusters, `clusters` each setting's by setting name."""
     by_key = {(s.method, s.mode, s.source, s.fraction): s.name for s in settings}
     rows = []
     for (method, mode, source, fraction), name in sorted(by_key.items()):
@@ -240,11 +249,37 @@ def compare_methods(
         sft, dpo = ({figure: clusters[setting][figure] for figure in figures if figure in clusters[setting]}
                     for setting in (name, partner))
         estimates = paired_estimates(sft, dpo, wanted, config)
+        cell = {"mode": mode, "source": source, "fraction": fraction}
         for row in estimates.to_dict("records"):
-            rows.append({"mode": mode, "source": source, "fraction": fraction, "target": row["target"],
-                         "metric": row["metric"], "sft": row["base"], "dpo": row["tuned"], "diff": row["diff"],
-                         "ci_low": row["diff_low"], "ci_high": row["diff_high"], "n": int(row["n"])})
+            rows.append(cell | {"target": row["target"], "metric": row["metric"], "sft": row["base"], "dpo": row["tuned"],
+                                "diff": row["diff"], "ci_low": row["diff_low"], "ci_high": row["diff_high"],
+                                "n": int(row["n"])})
+        rows += [cell | row for row in _part_differences(base, clusters[name], clusters[partner], config)]
     return pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+
+
+def _part_differences(
+    base: dict[str, pd.DataFrame], sft: dict[str, pd.DataFrame], dpo: dict[str, pd.DataFrame], config: Resampling,
+) -> list[dict]:
+    """Per target, each part of the toxicity change (`mbad.eval.decomposition.PARTS`) as rows
+    `<part>_change_pct`: SFT's and DPO's % change vs the base model and dpo - sft in percentage
+    points, on the prompts all three answered. One resample of those prompts serves the base
+    model and both methods (toxicity_mean's stream), so the interval of the difference is
+    paired. NaN where either method's part is unestimable; none when a model lacks the groups."""
+    if not all(has_groups(model) for model in (base, sft, dpo)):
+        return []
+    rows = []
+    for target, base_rows in base[DECOMPOSED].groupby(level=0, sort=True):
+        prompts = base_rows.index.intersection(sft[DECOMPOSED].index).intersection(dpo[DECOMPOSED].index)
+        if prompts.empty:
+            continue
+        for part in PARTS:
+            (sft_change, sft_draws), (dpo_change, dpo_draws) = (
+                _cell_change(base, model, part, prompts, config, (DECOMPOSED, str(target))) for model in (sft, dpo))
+            diff = percentile_interval(dpo_change - sft_change, dpo_draws - sft_draws, config.confidence)
+            rows.append({"target": str(target), "metric": f"{part}_change_pct", "sft": sft_change, "dpo": dpo_change,
+                         "diff": diff.value, "ci_low": diff.low, "ci_high": diff.high, "n": len(prompts)})
+    return rows
 
 
 @dataclass(frozen=True)
@@ -287,5 +322,5 @@ def compare_sweep(settings: list[Setting], outputs: SettingOutputs, config: Swee
                                 for method in config.methods for figure in ("toxicity_mean", WITHIN)],
                                ignore_index=True)
     results = pd.DataFrame([row for setting_rows in rows.values() for row in setting_rows], columns=RESULT_COLUMNS)
-    return SweepResults(results, rows, aggregates, compare_methods(clusters, settings, statistics),
+    return SweepResults(results, rows, aggregates, compare_methods(base, clusters, settings, statistics),
                         sorted(set(base_evidence.knowledge["probe"])))

@@ -69,6 +69,8 @@ GROUP_FIGURES = {"in": "toxicity_in_language", "other": "toxicity_off_language"}
 # Every figure the decomposition reads from a model's clusters.
 GROUP_INPUTS = (DECOMPOSED, *GROUP_FIGURES.values())
 REQUIRED_COLUMNS = {"lang", "pair_id", "completion", "score", "detected_lang"}
+# Each part as the change between two of `kitagawa_parts`' values: from the first to the second.
+PARTS = {WITHIN: ("base", "counterfactual"), SWITCHING: ("counterfactual", "tuned")}
 
 
 def completion_groups(scored: pd.DataFrame) -> pd.Series:
@@ -168,24 +170,6 @@ def _percent_of(part: np.ndarray, base_mean: np.ndarray) -> np.ndarray:
         return np.where(base_mean != 0, part / base_mean * 100, np.nan)
 
 
-def _row(lang: str, metric: str, n: int, parts: tuple[str, str], point: dict[str, np.ndarray],
-         draws: dict[str, np.ndarray], confidence: float) -> dict:
-    """One estimate row: `parts` names the row's base and tuned values among `kitagawa_parts`'s."""
-    low, high = parts
-    diff, diff_draws = point[high] - point[low], draws[high] - draws[low]
-    values: dict[str, Interval] = {
-        "base": percentile_interval(float(point[low]), draws[low], confidence),
-        "tuned": percentile_interval(float(point[high]), draws[high], confidence),
-        "diff": percentile_interval(float(diff), diff_draws, confidence),
-        "change_pct": percentile_interval(float(_percent_of(diff, point["base"])),
-                                          _percent_of(diff_draws, draws["base"]), confidence),
-    }
-    row: dict = {"target": lang, "metric": metric, "n": n, "higher_is_better": False}
-    for part, interval in values.items():
-        row |= {part: interval.value, f"{part}_low": interval.low, f"{part}_high": interval.high}
-    return row
-
-
 def paired_group_clusters(base: dict[str, pd.DataFrame], tuned: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """Both models' per-prompt groups (from their figure clusters, `group_figure_clusters`) on the
     prompts both answered (columns `<part>_<group>_base` and `_tuned`), paired in the order
@@ -202,6 +186,29 @@ class Decomposition:
     draws: dict[str, np.ndarray]
     n: int
     unestimable: str | None
+
+    def change_pct(self, part: str) -> tuple[float, np.ndarray]:
+        """A part's (`PARTS`) change as percent of the base mean: point value and draws."""
+        low, high = PARTS[part]
+        return (float(_percent_of(self.point[high] - self.point[low], self.point["base"])),
+                _percent_of(self.draws[high] - self.draws[low], self.draws["base"]))
+
+
+def _row(lang: str, part: str, decomposition: Decomposition, confidence: float) -> dict:
+    """One estimate row of a part (`PARTS`): its two ends are the row's base and tuned values."""
+    low, high = PARTS[part]
+    point, draws = decomposition.point, decomposition.draws
+    change, change_draws = decomposition.change_pct(part)
+    values: dict[str, Interval] = {
+        "base": percentile_interval(float(point[low]), draws[low], confidence),
+        "tuned": percentile_interval(float(point[high]), draws[high], confidence),
+        "diff": percentile_interval(float(point[high] - point[low]), draws[high] - draws[low], confidence),
+        "change_pct": percentile_interval(change, change_draws, confidence),
+    }
+    row: dict = {"target": lang, "metric": part, "n": decomposition.n, "higher_is_better": False}
+    for name, interval in values.items():
+        row |= {name: interval.value, f"{name}_low": interval.low, f"{name}_high": interval.high}
+    return row
 
 
 def decompose_language(prompts: pd.DataFrame, config: Resampling, labels: tuple[str, ...]) -> Decomposition:
@@ -235,9 +242,7 @@ def decompose(
         if decomposition.unestimable:
             logger.warning("toxicity decomposition for %s is not estimable (%s and %s are NaN): %s",
                            lang, WITHIN, SWITCHING, decomposition.unestimable)
-        for metric, parts in ((WITHIN, ("base", "counterfactual")), (SWITCHING, ("counterfactual", "tuned"))):
-            rows.append(_row(str(lang), metric, decomposition.n, parts, decomposition.point, decomposition.draws,
-                             config.confidence))
+        rows += [_row(str(lang), part, decomposition, config.confidence) for part in PARTS]
     table = pd.DataFrame(rows, columns=ESTIMATE_COLUMNS)
     table["n"] = table["n"].astype(int)
     return table
