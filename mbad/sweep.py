@@ -286,7 +286,8 @@ def _part_differences(
 class SweepResults:
     """A sweep's figures: every setting against the base model (`results`, `RESULT_COLUMNS`;
     each setting's own rows by name in `rows`), the xft cells' % change by script and resource
-    level (`aggregates`), DPO - SFT in each setting both ran (`methods`), and the knowledge
+    level (`aggregates`), DPO - SFT in each setting both ran, in mean toxicity and in each part
+    of the toxicity change vs the base model (`methods`, `compare_methods`), and the knowledge
     probes the models were measured with."""
 
     results: pd.DataFrame

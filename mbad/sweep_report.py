@@ -77,7 +77,9 @@ def log_sweep(config: SweepConfig, sweep: SweepResults, separation: dict[str, di
     aggregates = sweep.aggregates
     tables = {"aggregates": aggregates.set_index(["method", "figure", "by", "group"]) if not aggregates.empty else aggregates}
     if not sweep.methods.empty:
-        tables["DPO - SFT, paired on prompts (95 % interval)"] = sweep.methods.set_index(["mode", "source", "target", "metric"])
+        tables[("DPO - SFT, paired on prompts (95 % interval): toxicity_mean in mean toxicity; *_change_pct rows: "
+                "each method's within-language or language-switching % change vs the base model, diff in points")] = (
+            sweep.methods.set_index(["mode", "source", "target", "metric"]))
     return images_html(f"{config.model_label}: cross-lingual sweep", images, tables)
 
 

@@ -94,8 +94,13 @@ def test_sweep_table_has_every_mode_and_method_and_a_full_transfer_square(stack,
     artifacts = {item.path for item in client.list_artifacts(parent)}
     assert {"results.csv", "method_comparison.csv", "silhouette.png", "sft_toxicity_change_pct.png",
             "dpo_toxicity_change_pct.png", "dpo_udhr_perplexity_change_pct.png"} <= artifacts
-    comparison = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=parent, artifact_path="method_comparison.csv",
-                                                                 tracking_uri=tracking_uri()))
+    methods = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=parent, artifact_path="method_comparison.csv",
+                                                              tracking_uri=tracking_uri()))
+    # Each cell's parts of the toxicity change, next to its toxicity_mean row.
+    parts = methods[methods["metric"] != "toxicity_mean"]
+    assert set(parts["metric"]) == {"toxicity_within_language_change_pct", "toxicity_language_switching_change_pct"}
+    assert len(parts[parts["mode"] == "xft"]) == 2 * len(LANGUAGES) ** 2
+    comparison = methods[methods["metric"] == "toxicity_mean"]
     # DPO - SFT paired on the same prompts, per setting both ran and target, with its interval.
     assert len(comparison[comparison["mode"] == "xft"]) == len(LANGUAGES) ** 2 and (comparison["n"] == 2).all()
     assert set(comparison["mode"]) == {"xft", "pft", "mft"}
