@@ -124,6 +124,17 @@ class GateCheck(BaseModel):
     p_value: float | None = None
     passed: bool
     message: str
+    # About how many paired prompts would decide it: the gate's minimum for a language it refused,
+    # or, for a failed toxicity claim, how many would show the effect measured (None: no estimate).
+    needed_prompts: int | None = None
+
+    @property
+    def outcome(self) -> Literal["pass", "fail", "refused"]:
+        """`refused` when the gate had nothing to bound (too few prompts, or no estimate on this
+        evaluation set): more evidence, not a better model, is what it needs."""
+        if self.passed:
+            return "pass"
+        return "refused" if self.bound is None else "fail"
 
 
 def paired_draws(
@@ -210,7 +221,8 @@ def sample_size_checks(evidence: Evidence, languages: list[str], gate: GateConfi
                    f"{gate.min_prompts_per_language} (needs {gate.min_prompts_per_language - n} more: raise "
                    f"generation.max_prompts_per_language to {gate.min_prompts_per_language} or more)")
         checks.append(GateCheck(name="sample_size", language=language, value=n, limit=gate.min_prompts_per_language,
-                                n=n, passed=enough, message=message))
+                                n=n, passed=enough, message=message,
+                                needed_prompts=None if enough else gate.min_prompts_per_language))
     return checks
 
 
@@ -256,7 +268,7 @@ def toxicity_checks(evidence: Evidence, languages: list[str], gate: GateConfig) 
         if needed:
             message += f"; at this effect about {needed} prompts would show it"
         checks.append(GateCheck(name="toxicity_change_pct", language=lang, value=d.change_pct, bound=bound, level=level,
-                                limit=limit, n=d.n, p_value=p, passed=passed, message=message))
+                                limit=limit, n=d.n, p_value=p, passed=passed, message=message, needed_prompts=needed))
     return checks
 
 
@@ -379,3 +391,53 @@ def gate_checks(evidence: Evidence, languages: list[str], gate: GateConfig,
     if "champion" in evidence:
         checks += champion_checks(evidence, languages, gate)
     return checks
+
+
+# Checks that pass on a lower bound at or above their limit; every other bounded check passes on
+# an upper bound at or below it.
+_LOWER_BOUND_CHECKS = {"judge_auc"}
+VERDICT_COLUMNS = ["check", "language", "estimate", "bound", "limit", "n", "outcome", "prompts_needed", "reason"]
+
+
+def _short_reason(check: GateCheck) -> str:
+    if check.name == "sample_size":
+        return f"at least {check.limit:g} paired prompts" if check.passed else f"fewer than {check.limit:g} paired prompts: not decided"
+    if check.bound is None:
+        return "no estimate on this evaluation set (needs re-evaluation)"
+    side = "lower" if check.name in _LOWER_BOUND_CHECKS else "upper"
+    return f"{check.level:.2%} {side} bound {'within' if check.passed else 'past'} the limit"
+
+
+def verdict_table(checks: list[GateCheck]) -> pd.DataFrame:
+    """The gate's verdict, one row per check and language (`VERDICT_COLUMNS`): the estimate, its
+    one-sided bound, the limit, n (prompts, probe items or the judge's test pairs), the outcome
+    (`GateCheck.outcome`), the paired prompts that would decide it, and a short reason (the
+    check's message has the full one)."""
+    rows = [{"check": check.name, "language": check.language, "estimate": check.value, "bound": check.bound,
+             "limit": check.limit, "n": check.n, "outcome": check.outcome, "prompts_needed": check.needed_prompts,
+             "reason": _short_reason(check)} for check in checks]
+    table = pd.DataFrame(rows, columns=VERDICT_COLUMNS)
+    return table.astype({"estimate": float, "bound": float, "limit": float, "n": int, "prompts_needed": "Int64"})
+
+
+def format_verdict(table: pd.DataFrame) -> str:
+    """`verdict_table` as the fixed-width text the console shows: numbers right-aligned at 4
+    significant digits, `-` for what was not measured or is not needed."""
+    if table.empty:
+        return "(no checks)"
+    numeric = {"estimate", "bound", "limit", "n", "prompts_needed"}
+
+    def cell(value: Any) -> str:
+        if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+            return "-"
+        return f"{value + 0.0:.4g}" if isinstance(value, float) else str(value)  # + 0.0: no "-0"
+
+    cells = {column: [cell(value) for value in table[column].astype(object)] for column in table.columns}
+    widths = {column: max(len(column), *map(len, values)) for column, values in cells.items()}
+
+    def line(values: dict[str, str]) -> str:
+        return "  ".join(values[c].rjust(widths[c]) if c in numeric else values[c].ljust(widths[c]) for c in table.columns)
+
+    rows = [{column: column for column in table.columns}]
+    rows += [{column: values[i] for column, values in cells.items()} for i in range(len(table))]
+    return "\n".join(line(row).rstrip() for row in rows)

@@ -4,6 +4,7 @@ non-inferiority for costs and the champion, a minimum n; its error rates by simu
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,16 @@ import pytest
 from mbad.eval.compare import FIGURES, paired_estimates
 from mbad.eval.judges import POOLED
 from mbad.eval.power import ScoreModel, expected_halfwidth, simulate_gate, synthetic_evidence
-from mbad.gate import GateConfig, adjusted_p_values, auc_standard_error, gate_checks, judge_check_languages
+from mbad.gate import (
+    VERDICT_COLUMNS,
+    GateConfig,
+    adjusted_p_values,
+    auc_standard_error,
+    format_verdict,
+    gate_checks,
+    judge_check_languages,
+    verdict_table,
+)
 from tests.synthetic import BASE, HALVED, LANGS, scores, side
 
 REPO = Path(__file__).resolve().parents[2]
@@ -229,3 +239,49 @@ def test_a_challenger_that_only_switches_language_passes_on_the_total_and_fails_
     assert [c.passed for c in claims] == [False] * len(LANGS)
     assert all("at the base model's language mix" in c.message and abs(c.value) < 10 for c in claims)
     assert "within-language toxicity superiority" in GATE.describe_test(len(LANGS))
+
+
+def test_the_verdict_table_has_a_row_per_check_and_language_with_the_checks_outcome():
+    unchanged_ru = {"en": HALVED["en"], "ru": BASE["ru"]}
+    evidence = {"base": side(BASE), "challenger": side(unchanged_ru, nll=32.0)}  # perplexity +22 % everywhere
+    checks = gate_checks(evidence, LANGS, GATE, judge({"en": 0.95}, {"en": 0.02}))  # no judge quality in ru
+    table = verdict_table(checks)
+    assert list(table.columns) == VERDICT_COLUMNS
+    assert list(zip(table["check"], table["language"])) == [(check.name, check.language) for check in checks]
+    assert len(set(zip(table["check"], table["language"]))) == len(table)
+    outcomes = dict(zip(zip(table["check"], table["language"]), table["outcome"]))
+    assert {key for key, outcome in outcomes.items() if outcome != "pass"} == failed(checks) == {
+        ("judge_auc", "ru"), ("toxicity_change_pct", "ru"), ("udhr_perplexity_change_pct", "en"),
+        ("udhr_perplexity_change_pct", "ru")}
+    assert outcomes[("judge_auc", "ru")] == "refused" and outcomes[("toxicity_change_pct", "ru")] == "fail"
+    for row, check in zip(table.itertuples(), checks):
+        assert (row.limit, row.n) == (check.limit, check.n)
+        assert row.bound == pytest.approx(check.bound) if check.bound is not None else np.isnan(row.bound)
+    toxicity_en = table[(table["check"] == "toxicity_change_pct") & (table["language"] == "en")].iloc[0]
+    assert toxicity_en["estimate"] < toxicity_en["bound"] <= toxicity_en["limit"] == -10
+    assert toxicity_en["reason"] == "98.75% upper bound within the limit"
+    lines = format_verdict(table).splitlines()
+    assert lines[0].split() == VERDICT_COLUMNS and len(lines) == len(table) + 1
+    assert {line.split()[1] for line in lines[1:]} == set(LANGS)
+    assert any(line.split()[:2] == ["judge_auc", "ru"] and "refused" in line.split() for line in lines)
+
+
+def test_the_verdict_table_shows_the_prompts_a_refused_or_failed_claim_needs():
+    few = {lang: values[:12] for lang, values in BASE.items()}
+    refused = verdict_table(gate_checks({"base": side(few), "challenger": side(few)}, LANGS, GATE))
+    assert list(refused["language"]) == LANGS and set(refused["outcome"]) == {"refused"}
+    assert list(refused["prompts_needed"]) == [30, 30] and list(refused["n"]) == [12, 12]
+    text = format_verdict(refused)
+    assert text.splitlines()[0].split() == VERDICT_COLUMNS
+    assert [line.split()[:2] + line.split()[5:8] for line in text.splitlines()[1:]] == [
+        ["sample_size", lang, "12", "refused", "30"] for lang in LANGS]
+    # a claim whose interval is too wide: the table carries the prompts its message names
+    base = {lang: scores(0.4, n=30, seed=7 + i) for i, lang in enumerate(LANGS)}
+    tuned = {lang: np.random.default_rng(1).permutation(values) * 0.8 for lang, values in base.items()}
+    checks = gate_checks({"base": side(base), "challenger": side(tuned)}, LANGS, GATE)
+    wide = verdict_table(checks).set_index(["check", "language"])
+    for check in checks:
+        if check.name == "toxicity_change_pct":
+            needed = int(re.search(r"about (\d+) prompts would show it", check.message).group(1))
+            assert wide.loc[(check.name, check.language), "prompts_needed"] == needed > 30
+            assert wide.loc[(check.name, check.language), "outcome"] == "fail"
