@@ -11,6 +11,7 @@ checks (`mbad.gate`) to the paired evidence: on interval bounds, never on point 
 
 from __future__ import annotations
 
+import html
 import io
 import json
 from collections.abc import Callable, Iterable
@@ -26,9 +27,11 @@ from mbad.aliases import AliasMoveConfig, read_aliases, unavailable
 from mbad.config import DetoxConfig, ModelConfig, StrictConfig
 from mbad.data import DataUnavailable, content_hash, load_pairs
 from mbad.eval.compare import ModelEvidence, clusters_from_evidence, evidence_frame, evidence_of
-from mbad.gate import Evidence, GateCheck, GateConfig, gate_checks
+from mbad.gate import Evidence, GateCheck, GateConfig, format_verdict, gate_checks, verdict_table
 
 Role = Literal["base", "challenger", "champion"]
+# The verdict table's artifact in the challenger's MLflow run.
+VERDICT_FILE = "gate_verdict.json"
 
 
 class PromoteConfig(StrictConfig):
@@ -292,6 +295,56 @@ def decision_tags(decision: GateDecision) -> dict[str, str]:
     tags |= {f"gate.check.{name}": json.dumps(values, sort_keys=True, separators=(",", ":"))
              for name, values in by_name.items()}
     return tags
+
+
+def _headline(decision: GateDecision) -> str:
+    verdict = "passes the gate" if decision.passed else "is rejected"
+    champion = f" and champion v{decision.champion}" if decision.champion else ""
+    return f"{decision.model_name} v{decision.challenger} {verdict} (vs the base model{champion})"
+
+
+def _blocking_reasons(decision: GateDecision) -> list[str]:
+    """The reasons no check carries: what stopped the gate before or beside its checks."""
+    messages = {check.message for check in decision.checks}
+    return [reason for reason in decision.reasons if reason not in messages]
+
+
+def verdict_text(decision: GateDecision) -> str:
+    """The decision as the console shows it: a headline, the verdict table (`mbad.gate.verdict_table`)
+    and what blocked the decision, if anything did."""
+    blocked = [f"blocked: {reason}" for reason in _blocking_reasons(decision)]
+    return "\n".join([_headline(decision), f"test: {decision.test}", format_verdict(verdict_table(decision.checks)), *blocked])
+
+
+_OUTCOME_COLORS = {"pass": "#d9f2d9", "fail": "#f8d0d0", "refused": "#fbeccb"}
+
+
+def verdict_html(decision: GateDecision) -> str:
+    """The decision as an HTML page (the gate step's visualization): the verdict table with each
+    outcome colored, then every reason in full (failed checks' messages and what blocked it)."""
+    table = verdict_table(decision.checks)
+    styled = table.style.map(lambda outcome: f"background-color:{_OUTCOME_COLORS[outcome]}", subset=["outcome"])
+    styled = styled.format(precision=4, na_rep="-").hide(axis="index")
+    reasons = "".join(f"<li>{html.escape(reason)}</li>" for reason in decision.reasons)
+    return (f"<html><body style='font-family:sans-serif'><h2>{html.escape(_headline(decision))}</h2>"
+            f"<p>{html.escape(decision.test)}</p>"
+            f"{styled.to_html() if len(table) else '<p>(no checks)</p>'}"
+            f"{f'<h3>Reasons</h3><ul>{reasons}</ul>' if reasons else ''}</body></html>")
+
+
+def record_decision(client: MlflowClient, decision: GateDecision) -> None:
+    """Record the decision on the challenger: its tags (`decision_tags`) and, in the run that
+    registered it, its verdict table (`VERDICT_FILE`). MLflow appends a table to an existing one,
+    so each decision on the version adds its rows, told apart by `decided_at` (the tag's time)."""
+    tags = decision_tags(decision)
+    set_version_tags(client, decision.model_name, decision.challenger, tags)
+    table = verdict_table(decision.checks)
+    try:
+        run_id = client.get_model_version(decision.model_name, decision.challenger).run_id
+        if run_id and len(table):  # a version registered without a run keeps its tags only
+            client.log_table(run_id, table.assign(decided_at=tags["gate.decided_at"]), artifact_file=VERDICT_FILE)
+    except MlflowException as error:
+        raise unavailable(client, f"log the verdict of v{decision.challenger} of '{decision.model_name}'", error) from error
 
 
 def set_version_tags(client: MlflowClient, model_name: str, version: str, tags: dict[str, str]) -> None:

@@ -21,7 +21,7 @@ def gate_and_promote(config: PromoteConfig, registered_by_this_run: bool = False
     calling pipeline already has (validated pairs, judge, the base model's evaluation)."""
     plan = find_candidates(config=config, registered_by_this_run=registered_by_this_run).load()
     outputs = reevaluate(plan, evaluated or {}) if plan.reevaluate and not plan.blocking else {}
-    decision = gate(plan=plan, config=config, **outputs)
+    decision, _verdict = gate(plan=plan, config=config, **outputs)
     promote(decision=decision, config=config)
 
 

@@ -9,6 +9,7 @@ from zenml import ArtifactConfig, get_step_context, log_metadata, step
 from zenml.client import Client
 from zenml.enums import ArtifactType, ModelStages
 from zenml.logger import get_logger
+from zenml.types import HTMLString
 
 from mbad.adapters import AdapterDirectory
 from mbad.aliases import describe, move_aliases
@@ -19,11 +20,13 @@ from mbad.promotion import (
     PromoteConfig,
     PromotionPlan,
     decide_on_evaluations,
-    decision_tags,
     plan_promotion,
     promotion_target,
     read_evidence,
+    record_decision,
     set_version_tags,
+    verdict_html,
+    verdict_text,
 )
 from mbad.registry import download_adapter
 from steps._stack import mlflow_client, mlflow_uri
@@ -66,20 +69,20 @@ def gate(
     champion_knowledge: pd.DataFrame | None = None,
     champion_fluency: pd.DataFrame | None = None,
     judge_quality: dict | None = None,
-) -> Annotated[GateDecision, "gate_decision"]:
+) -> tuple[Annotated[GateDecision, "gate_decision"], Annotated[HTMLString, "gate_verdict"]]:
     """`mbad.promotion.decide` on the roles' evidence (re-evaluated here, or stored by each
-    version's run) and the judge's quality; the decision is tagged on the challenger."""
+    version's run) and the judge's quality; the decision is recorded on the challenger (tags, and
+    its verdict table in its run) and shown as a table."""
     outputs = {"base": (base_scores, base_knowledge, base_fluency),
                "challenger": (challenger_scores, challenger_knowledge, challenger_fluency),
                "champion": (champion_scores, champion_knowledge, champion_fluency)}
     measured = {role: ModelEvidence(*evaluation) for role, evaluation in outputs.items() if evaluation[0] is not None}
     decision = decide_on_evaluations(plan, config.gate, measured, lambda found: stored_evidence(plan, found), judge_quality)
-    set_version_tags(mlflow_client(), plan.model_name, decision.challenger, decision_tags(decision))
-    verdict = "passes the gate" if decision.passed else "is rejected: " + "; ".join(decision.reasons)
-    logger.info("%s v%s %s (%s)", plan.model_name, decision.challenger, verdict, decision.test)
+    record_decision(mlflow_client(), decision)
+    logger.info("%s", verdict_text(decision))
     log_metadata(metadata={"passed": decision.passed, "reasons": decision.reasons, "test": decision.test,
                            "checks": [check.model_dump() for check in decision.checks]})
-    return decision
+    return decision, HTMLString(verdict_html(decision))
 
 
 def stored_evidence(plan: PromotionPlan, measured: Evidence) -> Evidence:

@@ -16,6 +16,7 @@ from mbad.config import PAPER_LANGUAGES, DataConfig, DetoxConfig
 from mbad.data import content_hash, load_pairs
 from mbad.eval.compare import ModelEvidence, evidence_of
 from mbad.promotion import (
+    VERDICT_FILE,
     Candidate,
     GateConfig,
     PromoteConfig,
@@ -25,7 +26,10 @@ from mbad.promotion import (
     decision_tags,
     evaluation_key,
     plan_promotion,
+    record_decision,
     rollback_target,
+    verdict_html,
+    verdict_text,
 )
 from mbad.registry import version_tags
 from mbad.retraining import RetrainConfig, plan_retraining
@@ -293,3 +297,43 @@ def test_a_decision_on_re_evaluated_models_checks_the_judge_where_their_completi
     expected = decide(plan(tags(LANGS)), GATE, {role: evidence_of(model, 0.5) for role, model in measured.items()},
                       judged_languages=["de"])
     assert decision.reasons == expected.reasons
+
+
+def logged_verdict(client: MlflowClient, run_id: str, folder: Path) -> pd.DataFrame:
+    folder.mkdir()
+    return pd.read_json(Path(client.download_artifacts(run_id, VERDICT_FILE, str(folder))), orient="split", convert_dates=False)
+
+
+def test_the_decision_is_recorded_as_tags_and_as_a_verdict_table_in_the_challengers_run(client, tmp_path):
+    experiment = client.create_experiment("detox", artifact_location=(tmp_path / "artifacts").as_uri())
+    run_id = client.create_run(experiment).info.run_id
+    client.create_registered_model("m")
+    client.create_model_version("m", source=str(tmp_path), tags=tags(LANGS))
+    assert client.create_model_version("m", source=str(tmp_path), run_id=run_id, tags=tags(LANGS)).version == 2
+    unchanged_ru = {"en": HALVED["en"], "ru": BASE["ru"]}
+    decision = decide(plan(tags(LANGS)), GATE, {"base": side(BASE), "challenger": side(unchanged_ru)})
+    record_decision(client, decision)
+    recorded = client.get_model_version("m", "2").tags
+    assert recorded["validation_status"] == "rejected" and "ru: toxicity changed by" in recorded["gate.reasons"]
+    verdict = logged_verdict(client, run_id, tmp_path / "first")
+    assert list(zip(verdict["check"], verdict["language"])) == [(check.name, check.language) for check in decision.checks]
+    assert list(verdict["outcome"]) == ["pass" if check.passed else "fail" for check in decision.checks]
+    assert set(verdict["decided_at"]) == {recorded["gate.decided_at"]}
+    record_decision(client, decide(plan(tags(LANGS)), GATE, GOOD))  # a later decision adds its rows
+    again = logged_verdict(client, run_id, tmp_path / "again")
+    assert len(again) == 2 * len(verdict) and set(again["outcome"][len(verdict):]) == {"pass"}
+
+
+def test_the_verdict_reads_as_a_table_with_what_blocked_it():
+    unchanged_ru = {"en": HALVED["en"], "ru": BASE["ru"]}
+    decision = decide(plan(tags(LANGS)), GATE, {"base": side(BASE), "challenger": side(unchanged_ru)})
+    lines = verdict_text(decision).splitlines()
+    assert lines[0] == "m v2 is rejected (vs the base model)" and lines[1] == f"test: {decision.test}"
+    assert lines[2].split()[:3] == ["check", "language", "estimate"] and len(lines) == 3 + len(decision.checks)
+    assert {line.split()[1] for line in lines[3:]} == set(LANGS)
+    page = verdict_html(decision)
+    assert all(reason.replace("'", "&#x27;") in page for reason in decision.reasons) and "toxicity_change_pct" in page
+    blocked = decide(plan(tags(LANGS), tags(LANGS)), GATE, GOOD)
+    assert verdict_text(blocked).splitlines()[-1] == (
+        "blocked: no evidence of champion v1 on this evaluation set (needs re-evaluation)")
+    assert verdict_text(blocked).startswith("m v2 is rejected (vs the base model and champion v1)")
