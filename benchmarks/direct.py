@@ -23,10 +23,10 @@ from mbad.eval.probes import completion_nll, run_probes
 from mbad.generation import generate_for_targets
 from mbad.languages import LanguageRegistry
 from mbad.models import load_base_model
-from mbad.tracking import ensure_experiments
+from mbad.tracking import ensure_experiments, tracking_uri
 from mbad.train.checkpoints import checkpoint_key
 from mbad.train.sft import train_sft_adapter
-from mbad.training_report import log_report
+from mbad.training_report import log_report, register_reported
 from mbad.validation import DataValidationError, validate_pairs
 
 
@@ -90,7 +90,9 @@ def run_quickstart_directly(config: DetoxConfig, home: Path, experiment: str = "
 
         with step("report"):
             # What the pipeline's report step does, through the same function.
-            log_report(config, data_hash, ModelEvidence(scores["base"], knowledge["base"], fluency["base"]),
-                       ModelEvidence(scores["tuned"], knowledge["tuned"], fluency["tuned"]), judge_quality, adapter_dir,
-                       zenml_run="direct", pairs=pairs)
+            logged = log_report(config, data_hash, ModelEvidence(scores["base"], knowledge["base"], fluency["base"]),
+                                ModelEvidence(scores["tuned"], knowledge["tuned"], fluency["tuned"]), judge_quality,
+                                adapter_dir, zenml_run="direct", pairs=pairs)
+    with step("register_model"):  # as the pipeline's step: the report's run reopened by its id
+        register_reported(logged.registration, adapter_dir, config, tracking_uri())
     return seconds

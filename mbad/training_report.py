@@ -1,6 +1,6 @@
 """What the training pipeline's report logs to the active MLflow run: every figure of the base
 and the fine-tuned model with its paired interval, the completions, the per-prompt evidence
-for the gate and the model card, and the adapter as a new registry version."""
+for the gate and the model card; and, from that run, the adapter as a new registry version."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 
 import mlflow
 import pandas as pd
+from pydantic import BaseModel, ConfigDict
 
 from mbad.adapters import read_adapter_meta
 from mbad.config import DetoxConfig
@@ -65,15 +66,26 @@ def judge_identity(name: str) -> dict[str, str]:
     return {"backend": backend, "hash": digest or backend, "name": name}
 
 
+class Registration(BaseModel):
+    """What registering an evaluated adapter takes from its report: the MLflow run that holds the
+    evaluation, the version's tags, its description (the model card) and the figures linked to
+    the logged model."""
+
+    model_config = ConfigDict(frozen=True)
+
+    run_id: str
+    tags: dict[str, str]
+    card: str
+    metrics: dict[str, float]
+
+
 @dataclass(frozen=True)
 class LoggedReport:
-    """What the report logged: the estimates (with their `source` column), the metrics, the
-    registered version, the MLflow run, the judge's name, and the page of the results."""
+    """What the report logged: the estimates (with their `source` column), what registering the
+    adapter takes, the judge's name, and the page of the results."""
 
     estimates: pd.DataFrame
-    metrics: dict[str, float]
-    version: str
-    run_id: str
+    registration: Registration
     judge: str
     html: str
 
@@ -92,9 +104,12 @@ def log_report(
     config: DetoxConfig, data_hash: str, base: ModelEvidence, tuned: ModelEvidence, judge_quality: dict, adapter_dir: Path,
     zenml_run: str, pairs: pd.DataFrame | None = None,
 ) -> LoggedReport:
-    """Every figure with its paired 95 % interval to the active MLflow run, and the adapter as a
-    new registry version tagged with its metrics, the judge that scored it, its evidence and
-    the ZenML run that made it (`zenml_run`); `pairs`, when given, as the run's training dataset."""
+    """Every figure with its paired 95 % interval to the active MLflow run, with the model card,
+    and the registration of the adapter (`register_reported`): tagged with its metrics, the judge
+    that scored it, its evidence and the ZenML run that made it (`zenml_run`); `pairs`, when given,
+    as the run's training dataset. The metrics go to the run when the adapter is registered,
+    linked to its logged model in one batch (MLflow would otherwise link earlier metrics by
+    reading each one's history back)."""
     stats = config.statistics
     # Per-prompt (and per-item) clusters of both models: the intervals come from them, and they
     # are stored with the run, so that a later gate can pair this version with another.
@@ -128,10 +143,19 @@ def log_report(
              "judged_languages": ",".join(judge_check_languages([], base.judged_languages + tuned.judged_languages))}
     card = model_card(config.model_dump(), estimates, identity, data_hash, data_source, run_id, zenml_run)
     mlflow.log_text(card, "model_card.md")
-    version = register_adapter(adapter_dir, config.registry.model_name, tags, config.generation.model_dump(),
-                               base_model=config.model.name_or_path, card=card, metrics=metrics)
     html = render_html(estimates, png, "mbad: base vs fine-tuned, with paired 95 % intervals",
-                       {"source": source, "registry version": f"{config.registry.model_name} v{version}",
+                       {"source": source, "MLflow run": run_id,
                         "judge": identity["name"], "samples per prompt": str(config.generation.num_samples),
                         "judge quality": json.dumps({k: {lang: round(v, 3) for lang, v in vals.items()} for k, vals in quality.items()})})
-    return LoggedReport(estimates, metrics, version, run_id, identity["name"], html)
+    return LoggedReport(estimates, Registration(run_id=run_id, tags=tags, card=card, metrics=metrics), identity["name"], html)
+
+
+def register_reported(registration: Registration, adapter_dir: Path, config: DetoxConfig, mlflow_uri: str) -> str:
+    """The adapter as a new version of `config.registry.model_name`, logged in the MLflow run (at
+    `mlflow_uri`) that holds its evaluation, with the report's tags, model card and metrics.
+
+    Returns the new version number."""
+    mlflow.set_tracking_uri(mlflow_uri)
+    with mlflow.start_run(run_id=registration.run_id):
+        return register_adapter(adapter_dir, config.registry.model_name, registration.tags, config.generation.model_dump(),
+                                base_model=config.model.name_or_path, card=registration.card, metrics=registration.metrics)

@@ -8,7 +8,6 @@ from pipelines.promotion import gate_and_promote
 from pipelines.training import train_evaluate_register
 from steps.data import load_data, validate_data
 from steps.evaluation import evaluate_knowledge, generate, score_fluency
-from steps.report import report
 from steps.retraining import find_new_languages
 from steps.training import train_adapter
 
@@ -25,7 +24,7 @@ def retrain_new_languages(config: RetrainConfig = RetrainConfig()) -> None:
     if not plan.new_languages:
         return  # `find_new_languages` logged why
     # The ZenML Model version is created here, not for runs that train nothing; each retraining
-    # registers (and gates) its own version, so the report step is never served from cache.
-    register = report.with_options(model=Model(name=plan.training.registry.model_name), enable_cache=False)
-    evaluated = train_evaluate_register(plan.training, validated, data_hash, register=register)
+    # registers (and gates) its own version, so report and registration are never served from cache.
+    evaluated = train_evaluate_register(plan.training, validated, data_hash,
+                                        model=Model(name=plan.training.registry.model_name), enable_cache=False)
     gate_and_promote(config.promotion, registered_by_this_run=True, evaluated=evaluated)

@@ -8,6 +8,7 @@ from mbad.eval.power import precision_plan
 from pipelines.evaluation import evaluate_model
 from steps.data import load_data, validate_data
 from steps.judge import train_judge
+from steps.registration import register_model
 from steps.report import report
 from steps.training import train_adapter
 
@@ -23,14 +24,17 @@ def detox_training(config: DetoxConfig = DetoxConfig()) -> None:
     train_evaluate_register(config, validated, data_hash)
 
 
-def train_evaluate_register(config: DetoxConfig, validated, data_hash: str, register=report) -> dict:
-    """Judge, adapter, base vs fine-tuned evaluation, registration (`register`: the report step,
-    possibly `with_options`). Returns what a later gate can reuse (pairs, judge, the base model's evaluation)."""
+def train_evaluate_register(config: DetoxConfig, validated, data_hash: str, **options) -> dict:
+    """Judge, adapter, base vs fine-tuned evaluation, report, registration (`options`: the report's
+    and the registration's `with_options`). Returns what a later gate can reuse (pairs, judge, the
+    base model's evaluation)."""
     judge, judge_quality = train_judge(pairs=validated, config=config.judge)
     adapter = train_adapter(pairs=validated, model=config.model, train=config.train, data_hash=data_hash)
     evaluation = {"pairs": validated, "judge": judge, "setting": config, "target_languages": config.target_languages}
     base = evaluate_model(**evaluation, step_id=lambda kind: f"{kind}_base")
     tuned = evaluate_model(**evaluation, step_id=lambda kind: f"{kind}_tuned", adapter=adapter)
-    register(base.scores, tuned.scores, base.knowledge, tuned.knowledge, base.fluency, tuned.fluency, judge_quality,
-             adapter, config, data_hash, pairs=validated)
+    _, _, registration = report.with_options(**options)(
+        base.scores, tuned.scores, base.knowledge, tuned.knowledge, base.fluency, tuned.fluency, judge_quality,
+        adapter, config, data_hash, pairs=validated)
+    register_model.with_options(**options)(registration=registration, adapter=adapter, config=config)
     return {"validated": validated, "judge": judge, "base": base}

@@ -29,7 +29,8 @@ def main(pipeline_name: str = "detox_training") -> None:
     print("\nWhere to look:")
     print(f"  ZenML run:        {run.name} (status {run.status.value}); `zenml pipeline runs list`, dashboard: make ui")
     print(f"  MLflow run:       {metadata.get('mlflow_run_id', '?')} in {tracking_uri()} (experiment '{pipeline_name}')")
-    print(f"  Registered model: {metadata.get('mlflow_model_name', 'mbad-detox')} version {metadata.get('mlflow_model_version', '?')}")
+    registered = run.steps["register_model"].run_metadata
+    print(f"  Registered model: {registered.get('mlflow_model_name', 'mbad-detox')} version {registered.get('mlflow_model_version', '?')}")
     print("  Dashboards:       make ui (ZenML :8237, MLflow :5000); completions per run: completions.json; serve: make serve")
 
 

@@ -127,8 +127,9 @@ def set_production_stage(version_tags: dict[str, str]) -> None:
     try:
         if run_name:
             run = Client().get_pipeline_run(run_name, allow_name_prefix_match=False)
-            # detox_training sets the Model on the pipeline, retrain_new_languages on its report step.
-            model_version = run.model_version or (run.steps["report"].model_version if "report" in run.steps else None)
+            # detox_training sets the Model on the pipeline, retrain_new_languages on its registration step.
+            registered = run.steps.get("register_model")
+            model_version = run.model_version or (registered.model_version if registered else None)
     except KeyError:  # registered from another ZenML store, or by hand
         pass
     if model_version is None:

@@ -9,7 +9,7 @@ from mbad.adapters import AdapterDirectory
 from mbad.config import DetoxConfig
 from mbad.eval.compare import ModelEvidence
 from mbad.report import format_table
-from mbad.training_report import log_report
+from mbad.training_report import Registration, log_report
 from steps._stack import EXPERIMENT_TRACKER
 
 
@@ -26,15 +26,15 @@ def report(
     config: DetoxConfig,
     data_hash: str,
     pairs: pd.DataFrame | None = None,
-) -> tuple[Annotated[pd.DataFrame, "detox_results"], Annotated[HTMLString, "detox_report"]]:
-    """Every figure with its paired 95 % interval, to MLflow and ZenML; the adapter as a new
-    registry version tagged with its metrics and the judge that scored it."""
+) -> tuple[Annotated[pd.DataFrame, "detox_results"], Annotated[HTMLString, "detox_report"],
+           Annotated[Registration, "registration"]]:
+    """Every figure with its paired 95 % interval, to MLflow and ZenML, and what registering the
+    adapter takes (its MLflow run, tags, model card and metrics): `register_model` registers it."""
     logged = log_report(config, data_hash, ModelEvidence(base_scores, base_knowledge, base_fluency),
                         ModelEvidence(tuned_scores, tuned_knowledge, tuned_fluency), judge_quality, Path(adapter.path),
                         get_step_context().pipeline_run.name, pairs)
-    log_metadata(metadata={"metrics": logged.metrics, "mlflow_model_version": logged.version, "mlflow_run_id": logged.run_id},
-                 infer_model=True)
+    run_id = logged.registration.run_id
+    log_metadata(metadata={"metrics": logged.registration.metrics, "mlflow_run_id": run_id}, infer_model=True)
     log_metadata(metadata={"table": format_table(logged.estimates), "samples_per_prompt": config.generation.num_samples,
-                           "mlflow_model_name": config.registry.model_name, "mlflow_model_version": logged.version,
-                           "mlflow_run_id": logged.run_id, "judge": logged.judge})
-    return logged.estimates, HTMLString(logged.html)
+                           "mlflow_run_id": run_id, "judge": logged.judge})
+    return logged.estimates, HTMLString(logged.html), logged.registration

@@ -158,7 +158,7 @@ def test_training_pipeline_runs_in_containers_and_lands_in_mlflow(pipeline_image
         os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = server.credentials
         try:
             mlflow = MlflowClient(server.uri)
-            version_number = str(run.steps["report"].run_metadata["mlflow_model_version"])
+            version_number = str(run.steps["register_model"].run_metadata["mlflow_model_version"])
             version = mlflow.get_model_version(MODEL, version_number)
             assert version.tags["data_hash"] == data_hash
             metrics = mlflow.get_run(version.run_id).data.metrics

@@ -62,7 +62,7 @@ def test_training_and_promotion_authenticate_from_the_stack_secret(auth_server, 
                               generation={"max_prompts_per_language": 8, "max_new_tokens": 6})
     training = stack.get_pipeline_run(run_detox_training(config).id)
     assert training.status.value == "completed"
-    version = str(training.steps["report"].run_metadata["mlflow_model_version"])
+    version = str(training.steps["register_model"].run_metadata["mlflow_model_version"])
 
     forget_credentials()
     promotion = run_promotion(stack, tmp_path, challenger_version=version, gate=LENIENT)

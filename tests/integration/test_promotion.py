@@ -51,7 +51,7 @@ def versions(mlflow_server, stack, tiny_model_dir, tmp_path_factory) -> dict[str
         config = write_run_config(configs / f"{label}.yaml", tiny_model_dir, data={"data_dir": str(data)},
                                   **(generation | overrides))
         run = stack.get_pipeline_run(run_detox_training(config).id)
-        registered[label] = str(run.steps["report"].run_metadata["mlflow_model_version"])
+        registered[label] = str(run.steps["register_model"].run_metadata["mlflow_model_version"])
     return registered
 
 

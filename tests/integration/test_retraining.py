@@ -51,7 +51,7 @@ def test_a_new_language_is_trained_registered_and_gated_then_nothing_is(mlflow_s
     # A champion trained and evaluated on the 8 other languages.
     config = write_run_config(tmp_path / "champion.yaml", tiny_model_dir, data={"data_dir": str(data)},
                               target_languages=OLD_LANGUAGES, generation={"max_prompts_per_language": 8, "max_new_tokens": 4})
-    champion = str(stack.get_pipeline_run(run_detox_training(config).id).steps["report"].run_metadata["mlflow_model_version"])
+    champion = str(stack.get_pipeline_run(run_detox_training(config).id).steps["register_model"].run_metadata["mlflow_model_version"])
     run_promotion(stack, tmp_path, challenger_version=champion, gate=LENIENT)
     client = MlflowClient(mlflow_server.uri)
     assert read_aliases(client, MODEL)["champion"] == champion
@@ -66,7 +66,7 @@ def test_a_new_language_is_trained_registered_and_gated_then_nothing_is(mlflow_s
     assert run.steps["validate_data"].status.value == "completed"  # the same GE suite, all 9 languages
     assert run.steps["train_adapter"].status.value == "completed"
 
-    new = str(run.steps["report"].run_metadata["mlflow_model_version"])
+    new = str(run.steps["register_model"].run_metadata["mlflow_model_version"])
     tags = client.get_model_version(MODEL, new).tags
     assert tags["evaluated_languages"].split(",") == sorted(PAPER_LANGUAGES)
     assert tags["trained_languages"].split(",") == sorted(PAPER_LANGUAGES)  # default policy: all together (mft)

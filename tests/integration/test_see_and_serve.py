@@ -71,8 +71,9 @@ def stop(process: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
 def registered(stack, tiny_training_run):
     """The session's tiny detox_training run: (MLflow run id, registered version, ZenML run name)."""
     _, run = tiny_training_run
-    metadata = stack.get_pipeline_run(run.id).steps["report"].run_metadata
-    return str(metadata["mlflow_run_id"]), str(metadata["mlflow_model_version"]), run.name
+    steps = stack.get_pipeline_run(run.id).steps
+    version = steps["register_model"].run_metadata["mlflow_model_version"]
+    return str(steps["report"].run_metadata["mlflow_run_id"]), str(version), run.name
 
 
 def test_run_has_dataset_completions_description_and_card(registered, tmp_path):

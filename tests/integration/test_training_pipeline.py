@@ -68,7 +68,7 @@ def test_run_completes_and_numbers_agree_in_zenml_and_mlflow(first_run, stack):
     assert {"detox_results.csv", "toxicity_change.png"} <= artifacts
     assert "train_loss" in mlflow_run.data.metrics
 
-    version = client.get_model_version("mbad-detox", metadata["mlflow_model_version"])
+    version = client.get_model_version("mbad-detox", run.steps["register_model"].run_metadata["mlflow_model_version"])
     assert version.tags["trained_languages"] == "en"
     assert version.tags["evaluated_languages"] == "en,ru,zh"
     assert len(version.tags["data_hash"]) == 16 and version.tags["method"] == "sft"
@@ -91,7 +91,7 @@ def test_run_completes_and_numbers_agree_in_zenml_and_mlflow(first_run, stack):
 
 def test_registered_version_loads_and_generates(first_run, stack):
     _, run = first_run
-    version = stack.get_pipeline_run(run.id).steps["report"].run_metadata["mlflow_model_version"]
+    version = stack.get_pipeline_run(run.id).steps["register_model"].run_metadata["mlflow_model_version"]
     mlflow.set_tracking_uri(tracking_uri())
     model = mlflow.pyfunc.load_model(f"models:/mbad-detox/{version}")
     completions = model.predict(["Complete the sentence: you are", "Complete the sentence: ты"])
@@ -124,7 +124,7 @@ def test_second_run_reads_the_data_again_and_reuses_what_it_did_not_change(first
     assert {name: same_rows.steps[name].status.value for name in ("train_judge", "train_adapter", "generate_base")} == \
         dict.fromkeys(("train_judge", "train_adapter", "generate_base"), "cached")
     client = MlflowClient(tracking_uri())
-    version_tags = client.get_model_version("mbad-detox", str(first.steps["report"].run_metadata["mlflow_model_version"])).tags
+    version_tags = client.get_model_version("mbad-detox", str(first.steps["register_model"].run_metadata["mlflow_model_version"])).tags
     assert version_tags["data_hash"] == data_hash_of(first)
     # Its MLflow run still shows the training, from the cached adapter's own record.
     reported = client.get_run(same_rows.steps["report"].run_metadata["mlflow_run_id"])

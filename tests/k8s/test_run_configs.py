@@ -80,7 +80,7 @@ def test_training_puts_exactly_the_gpu_steps_on_the_gpu_pool(render):
     assert gpu_steps == {"train_adapter", "generate_base", "generate_tuned", "knowledge_base", "knowledge_tuned",
                          "fluency_base", "fluency_tuned"}
     assert set(rendered["steps"]) - gpu_steps == {"load_data", "validate_data", "train_judge", "score_base",
-                                                  "score_tuned", "report"}
+                                                  "score_tuned", "report", "register_model"}
 
 
 def test_the_orchestrator_pod_is_small_and_uses_its_own_account(render):
