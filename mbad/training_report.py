@@ -21,14 +21,12 @@ from mbad.model_card import model_card
 from mbad.promotion import evidence_table
 from mbad.registry import register_adapter, version_tags
 from mbad.report import metrics_for_mlflow, plot_comparison, png_to_image, render_html
-from mbad.tracking import log_training
+from mbad.tracking import COMPLETION_COLUMNS, log_completion_traces, log_training
 
 EVIDENCE_FILE = "evidence/clusters.csv"
-# Every completion with its score: an MLflow table (Artifacts / Evaluation in the UI) to read and filter.
+# Every completion with its score: an MLflow table for scripts; the run's Traces view shows each one
+# as a trace with its assessments (`mbad.tracking.log_completion_traces`).
 COMPLETIONS_FILE = "completions.json"
-COMPLETION_COLUMNS = [
-    "model", "lang", "pair_id", "sample", "prompt", "completion", "score", "detected_lang", "judged_lang", "judge",
-]
 
 
 def completions_table(base_scored: pd.DataFrame, tuned_scored: pd.DataFrame) -> pd.DataFrame:
@@ -130,7 +128,9 @@ def log_report(
     data_source = resolve_source(config.data)
     if pairs is not None:
         mlflow.log_input(training_dataset(pairs, data_source, data_hash), context="training")
-    mlflow.log_table(completions_table(base.scores, tuned.scores), artifact_file=COMPLETIONS_FILE)
+    completions = completions_table(base.scores, tuned.scores)
+    mlflow.log_table(completions, artifact_file=COMPLETIONS_FILE)
+    log_completion_traces(completions, {"base": base.fluency, "tuned": tuned.fluency}, config.model.name_or_path)
     mlflow.set_tag("mlflow.note.content", run_description(config, data_source, data_hash, identity))
     mlflow.log_table(estimates, artifact_file="detox_results.json")
     mlflow.log_text(estimates.to_csv(index=False), "detox_results.csv")

@@ -219,7 +219,8 @@ def detect_languages(texts: Iterable[str | None], registry: LanguageRegistry | N
     return [detect_language(text, registry) for text in tqdm(texts, desc=desc, unit="text", leave=False, disable=len(texts) < 5000)]
 
 
-def _is_empty(text: object) -> bool:
+def is_empty(text: object) -> bool:
+    """No text, or only whitespace: silence, which a toxicity judge would take for detoxification."""
     return not isinstance(text, str) or not text.strip()
 
 
@@ -258,7 +259,7 @@ def add_detected_language(completions: pd.DataFrame, registry: LanguageRegistry 
         raise ValueError(f"completions lack column(s) {sorted(missing)}; they have {list(completions.columns)}")
     registry = registry or default_registry()
     table = completions.copy()
-    empty = [_is_empty(text) for text in table["completion"]]
+    empty = [is_empty(text) for text in table["completion"]]
     detected = detect_languages([None if is_empty else text for text, is_empty in zip(table["completion"], empty)], registry)
     table["detected_lang"] = pd.Series(detected, index=table.index, dtype=object)  # None stays None, not NaN
     table["is_empty"] = [int(flag) for flag in empty]
