@@ -95,8 +95,9 @@ def with_fluency(completions: pd.DataFrame, fluency_by_model: Mapping[str, pd.Da
 
 
 def _log_trace(row: dict, run_id: str, fluency_scorer: str) -> str:
-    inputs = {"prompt": row["prompt"], "prompt_language": row["lang"], "pair_id": row["pair_id"],
-              "sample": row["sample"], "model": row["model"]}
+    # The model and the language first: the UI's Request column shows the start of the inputs.
+    inputs = {"model": row["model"], "prompt_language": row["lang"], "prompt": row["prompt"], "pair_id": row["pair_id"],
+              "sample": row["sample"]}
     with mlflow.start_span(name=f"{row['model']} completion", span_type=SpanType.LLM) as span:
         span.set_inputs(inputs)
         span.set_outputs(row["completion"])

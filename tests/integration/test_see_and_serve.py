@@ -171,6 +171,47 @@ def test_ui_serves_the_dashboard_the_run_and_its_completions(registered, tmp_pat
             urllib.request.urlopen(f"{url}/health", timeout=3)
 
 
+def test_ui_lists_every_completion_as_a_trace_of_the_run(registered, tmp_path):
+    run_id, _, _ = registered
+    mlflow.set_tracking_uri(tracking_uri())
+    table = mlflow.load_table("completions.json", run_ids=[run_id])
+    traces = mlflow.search_traces(run_id=run_id, return_type="list")
+    assert len(traces) == len(table) == 18
+    # One trace per completion: its model, prompt language, pair, sample and text, scored by the run's judge.
+    roots = [trace.data.spans[0] for trace in traces]
+    logged = sorted((span.inputs["model"], span.inputs["prompt_language"], str(span.inputs["pair_id"]), span.inputs["sample"],
+                     span.outputs) for span in roots)
+    columns = [table["model"], table["lang"], table["pair_id"].astype(str), table["sample"], table["completion"]]
+    assert logged == sorted(zip(*columns, strict=True))
+    judges = {a.source.source_id for t in traces for a in t.info.assessments if a.name == "toxicity"}
+    assert judges == set(table["judge"]) and all(t.info.request_metadata["mlflow.sourceRun"] == run_id for t in traces)
+    # A completion of each model as the UI shows it (a JSON string), one whose text the DOM keeps as is.
+    shown = {model: next(text for text in table.loc[table["model"] == model, "completion"]
+                         if text.strip() and json.dumps(text, ensure_ascii=False)[1:-1] == text and not set(text) & set("&<>"))
+             for model in ("base", "tuned")}
+    port = free_port()
+    ui = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "ui", "--backend-store-uri", tracking_uri(),
+                           "--host", "127.0.0.1", "--port", str(port)], start_new_session=True, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+    mlflow_url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(f"{mlflow_url}/health", ui)
+        experiment_id = MlflowClient(tracking_uri()).get_run(run_id).info.experiment_id
+        traces_tab = f"{mlflow_url}/#/experiments/{experiment_id}/runs/{run_id}/traces"
+        chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+        assert chromium, "headless Chromium is missing: `make test` installs Debian's chromium"
+        headless = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--virtual-time-budget=20000"]
+        dom = subprocess.run([*headless, "--dump-dom", traces_tab], check=True, capture_output=True, text=True, timeout=120).stdout
+        for model, text in shown.items():
+            assert f'"{text}"' in dom, (model, text)
+        screenshot = tmp_path / "traces.png"
+        subprocess.run([*headless, "--window-size=2200,900", f"--screenshot={screenshot}", traces_tab],
+                       check=True, capture_output=True, timeout=120)
+        assert_not_blank(screenshot)
+    finally:
+        stop(ui)
+
+
 def assert_not_blank(png: Path) -> None:
     """A rendered page: many distinct colours and some dark text pixels, not one flat colour."""
     import numpy as np

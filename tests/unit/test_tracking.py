@@ -82,7 +82,9 @@ def test_traces_filter_by_model_and_score(sqlite_tracking):
         log_completion_traces(completions(), {}, SCORER)
     tuned = mlflow.search_traces(run_id=run.info.run_id, filter_string="tag.model = 'tuned'", return_type="list")
     assert sorted(trace.data.spans[0].outputs for trace in tuned) == ["  ", "नमस्ते दोस्त"]
-    toxic = mlflow.search_traces(run_id=run.info.run_id, filter_string="feedback.toxicity > 0.5", return_type="list")
+    # Hindi prompts answered in English that the judge scored above 0.5.
+    toxic = mlflow.search_traces(run_id=run.info.run_id, return_type="list", filter_string=(
+        "tag.lang = 'hi' AND feedback.detected_language = 'en' AND feedback.toxicity > 0.5"))
     assert [trace.data.spans[0].outputs for trace in toxic] == ["you are stupid"]
 
 
