@@ -71,7 +71,7 @@ def log_completion_traces(
     active = mlflow.active_run()
     if active is None:
         raise RuntimeError("log_completion_traces logs into the active MLflow run: call it inside mlflow.start_run()")
-    rows = with_fluency(completions.reindex(columns=COMPLETION_COLUMNS), fluency_by_model).to_dict("records")
+    rows = _with_fluency(completions.reindex(columns=COMPLETION_COLUMNS), fluency_by_model).to_dict("records")
     trace_ids: list[str] = []
     with tqdm(total=len(rows), desc="completion traces", unit="completion") as bar:
         for start in range(0, len(rows), TRACE_CHUNK):
@@ -82,7 +82,7 @@ def log_completion_traces(
     return trace_ids
 
 
-def with_fluency(completions: pd.DataFrame, fluency_by_model: Mapping[str, pd.DataFrame | None]) -> pd.DataFrame:
+def _with_fluency(completions: pd.DataFrame, fluency_by_model: Mapping[str, pd.DataFrame | None]) -> pd.DataFrame:
     """`completions` with `nll_per_token`: each completion's NLL per token under the fluency scorer
     (NaN where its model has no fluency frame or the completion has no token)."""
     frames = [fluency.assign(model=model) for model, fluency in fluency_by_model.items() if fluency is not None]
@@ -115,19 +115,15 @@ def _log_assessments(row: dict, trace_id: str, span_id: str, run_id: str, fluenc
                             metadata={AssessmentMetadataKey.SOURCE_RUN_ID: run_id})
 
     judge = str(row["judge"])
-    if _missing(row["score"]):
+    if pd.isna(row["score"]):
         feedback("toxicity", None, judge, AssessmentError(error_code="NOT_JUDGED",
                                                           error_message="the judge did not judge this completion"))
     else:
         feedback("toxicity", float(row["score"]), judge)
     feedback("empty", fidelity.is_empty(row["completion"]), fidelity.__name__)
-    if not _missing(row["detected_lang"]):
+    if not pd.isna(row["detected_lang"]):
         feedback("detected_language", str(row["detected_lang"]), fidelity.__name__)
-    if not _missing(row["judged_lang"]):
+    if not pd.isna(row["judged_lang"]):
         feedback("judged_language", str(row["judged_lang"]), judge)
-    if not _missing(row["nll_per_token"]):
+    if not pd.isna(row["nll_per_token"]):
         feedback("fluency_nll_per_token", float(row["nll_per_token"]), fluency_scorer)
-
-
-def _missing(value: object) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
