@@ -2,8 +2,8 @@
 
     python scripts/ui.py [--zenml-port 8237] [--mlflow-port 5000]
 
-Prints both URLs once they answer; Ctrl-C (or SIGTERM) stops both, and the ZenML client goes back
-to the local store it used before.
+Prints both URLs once they answer, the dashboard's on its pipeline runs; Ctrl-C (or SIGTERM) stops
+both, and the ZenML client goes back to the local store it used before.
 """
 
 from __future__ import annotations
@@ -36,6 +36,26 @@ def wait_until_up(url: str, process: subprocess.Popen | None, timeout_s: float =
     raise TimeoutError(f"{url} did not answer within {timeout_s:.0f} s")
 
 
+def complete_first_use(zenml_url: str) -> None:
+    """Answers the local server's first-use form for its default user (no e-mail, no updates), which
+    the dashboard otherwise shows in place of every page until someone fills it in.
+
+    Imported here because the client must read the configuration `zenml login --local` just wrote.
+    The form is saved through /current-user, as the dashboard saves it: the /users endpoint behind
+    `Client.update_user` drops `email_opted_in`, the field the dashboard checks first.
+    """
+    from zenml.client import Client
+    from zenml.constants import CURRENT_USER
+    from zenml.models import UserUpdate
+
+    client = Client()
+    if client.zen_store.url != zenml_url:
+        raise RuntimeError(f"the ZenML client is connected to {client.zen_store.url}, not to the local server at {zenml_url}")
+    user = client.active_user
+    answers = {**user.user_metadata, "finished_onboarding_survey": True}
+    client.zen_store.put(CURRENT_USER, body=UserUpdate(email_opted_in=False, user_metadata=answers))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--zenml-port", type=int, default=int(os.environ.get("ZENML_PORT", "8237")))
@@ -60,7 +80,8 @@ def main() -> int:
         zenml_url, mlflow_url = f"http://127.0.0.1:{args.zenml_port}", f"http://127.0.0.1:{args.mlflow_port}"
         wait_until_up(f"{zenml_url}/health", None)
         wait_until_up(f"{mlflow_url}/health", mlflow_ui)
-        print(f"ZenML dashboard: {zenml_url}\nMLflow UI:       {mlflow_url}\n(Ctrl-C stops both)", flush=True)
+        complete_first_use(zenml_url)
+        print(f"ZenML dashboard: {zenml_url}/projects/default/runs\nMLflow UI:       {mlflow_url}\n(Ctrl-C stops both)", flush=True)
         while not stopping and mlflow_ui.poll() is None:
             time.sleep(0.5)
     finally:
