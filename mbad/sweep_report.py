@@ -97,12 +97,7 @@ def report_sweep(
     results and the HTML page of them."""
     by_name = {setting.name: setting for setting in plan}
 
-    def evidence(name: str) -> ModelEvidence:
-        step_id = by_name[name].step_id
-        return ModelEvidence(output(step_id("score"), "toxicity_scores"), output(step_id("knowledge"), "knowledge_items"),
-                             output(step_id("fluency"), "fluency"))
-
-    sweep = compare_sweep(plan, evidence, config)
+    sweep = compare_sweep(plan, lambda name: ModelEvidence.from_outputs(output, by_name[name].step_id), config)
     for setting in plan:
         adapter = output(setting.step_id("train"), "lora_adapter")
         log_setting(setting, sweep.rows[setting.name], Path(adapter.path) if adapter is not None else None)

@@ -53,10 +53,9 @@ def run_config(method: str, prompts: int, samples: int, run_name: str) -> Path:
 
 
 def evidence(run, role: str) -> ModelEvidence:
-    def load(step: str, output: str):
-        return run.steps[f"{step}_{role}"].outputs[output][0].load()
-
-    return ModelEvidence(load("score", "toxicity_scores"), load("knowledge", "knowledge_items"), load("fluency", "fluency"))
+    """A model's evaluation in a detox_training run: its steps are `<kind>_base` and `<kind>_tuned`."""
+    return ModelEvidence.from_outputs(lambda step, output: run.steps[step].outputs[output][0].load(),
+                                      lambda kind: f"{kind}_{role}")
 
 
 def main() -> int:

@@ -10,6 +10,7 @@ completions, probe items and fluency), as every report, sweep, gate and script m
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -178,6 +179,14 @@ class ModelEvidence:
     scores: pd.DataFrame
     knowledge: pd.DataFrame | None = None
     fluency: pd.DataFrame | None = None
+
+    @classmethod
+    def from_outputs(cls, output: Callable[[str, str], pd.DataFrame | None], step_id: Callable[[str], str]) -> ModelEvidence:
+        """The evidence of one model from its evaluation's outputs, read by `output(step, name)`:
+        the steps `pipelines.evaluation.evaluate_model` names `step_id("score")`, `"knowledge"` and
+        `"fluency"`, and the outputs they name."""
+        return cls(output(step_id("score"), "toxicity_scores"), output(step_id("knowledge"), "knowledge_items"),
+                   output(step_id("fluency"), "fluency"))
 
     def __post_init__(self) -> None:
         if "detected_lang" not in self.scores:
