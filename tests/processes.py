@@ -5,20 +5,27 @@ Every process a test starts inherits MBAD_TEST_SESSION, a token new to each sess
 environment, even when it detaches into a session of its own (start_new_session, a daemon's
 double fork). When the session ends, passed, failed, interrupted or terminated, every process
 that still carries this session's token is asked to stop (SIGTERM: dockerd then unmounts its
-state) and killed after a grace period. Loaded by tests/conftest.py; `-p tests.processes` loads
-it into any pytest session.
+state) and killed after a grace period. Mounts a daemon made under the directories the tests
+keep state in (MBAD_HOME, MBAD_DOCKER_DIR) and left behind (dockerd's network namespace
+under its exec root) are unmounted then too. Loaded by tests/conftest.py; `-p tests.processes`
+loads it into any pytest session.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import uuid
+from pathlib import Path
 
 import psutil
 
 MARKER = "MBAD_TEST_SESSION"
 GRACE_S = 30.0
+# The variables naming the directories under which the tests' daemons keep their state.
+STATE_VARIABLES = ("MBAD_HOME", "MBAD_DOCKER_DIR")
+_MOUNTS_AT_START: set[str] = set()
 
 
 def session_processes(token: str) -> list[psutil.Process]:
@@ -65,6 +72,32 @@ def stop_session_processes(token: str, grace_s: float = GRACE_S) -> list[str]:
     return stopped
 
 
+def mount_points() -> set[str]:
+    """This machine's mount points, as /proc/self/mountinfo lists them (octal escapes decoded)."""
+    points = set()
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        field = line.split()[4]
+        points.add(field.encode().decode("unicode_escape"))
+    return points
+
+
+def unmount_left_mounts(before: set[str], roots: list[Path]) -> list[str]:
+    """Unmount (lazily, deepest first) the mounts made since `before` under any of `roots`;
+    returns the mount points unmounted."""
+    resolved = [root.resolve() for root in roots]
+    left = [point for point in mount_points() - before
+            if any(Path(point) == root or root in Path(point).parents for root in resolved)]
+    unmounted = []
+    for point in sorted(left, key=len, reverse=True):
+        if subprocess.run(["umount", "-l", point], capture_output=True).returncode == 0:
+            unmounted.append(point)
+    return unmounted
+
+
+def _state_roots() -> list[Path]:
+    return [Path(os.environ[name]) for name in STATE_VARIABLES if os.environ.get(name)]
+
+
 def _parent_pid(process: psutil.Process) -> int | None:
     try:
         return process.ppid()
@@ -80,13 +113,15 @@ def _terminated(signum, frame):
 
 def pytest_configure(config):
     os.environ[MARKER] = uuid.uuid4().hex
+    _MOUNTS_AT_START.update(mount_points())
     signal.signal(signal.SIGTERM, _terminated)
 
 
 def pytest_sessionfinish(session, exitstatus):
     stopped = stop_session_processes(os.environ[MARKER])
-    if stopped:
-        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-        message = f"stopped {len(stopped)} process(es) the tests left running:\n  " + "\n  ".join(stopped)
-        if reporter:
-            reporter.write_line(message, yellow=True)
+    unmounted = unmount_left_mounts(_MOUNTS_AT_START, _state_roots())
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if stopped and reporter:
+        reporter.write_line(f"stopped {len(stopped)} process(es) the tests left running:\n  " + "\n  ".join(stopped), yellow=True)
+    if unmounted and reporter:
+        reporter.write_line(f"unmounted {len(unmounted)} mount(s) the tests left:\n  " + "\n  ".join(unmounted), yellow=True)

@@ -3,6 +3,7 @@ stopped when the pytest session ends, whether the test passed, failed or the ses
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -11,6 +12,7 @@ import psutil
 import pytest
 
 from tests.conftest import REPO_ROOT
+from tests.processes import mount_points
 
 # A test that starts a detached daemon (its own session, orphaned by a double fork), writes its pid
 # and then ends as `ending` says.
@@ -36,3 +38,25 @@ def test_a_daemon_a_test_started_is_stopped_when_the_session_ends(ending, tmp_pa
     daemon = int(pid_file.read_text())
     assert "stopped 1 process(es) the tests left running" in session.stdout
     assert not psutil.pid_exists(daemon) or psutil.Process(daemon).status() == psutil.STATUS_ZOMBIE
+
+
+MOUNTING_TEST = """
+import subprocess
+
+def test_leaves_a_mount_as_dockerd_leaves_its_network_namespace():
+    subprocess.run(["mount", "--bind", "{source}", "{target}"], check=True)
+"""
+
+
+def test_a_mount_a_test_left_under_the_daemons_state_directory_is_unmounted_when_the_session_ends(tmp_path):
+    source, target = tmp_path / "source", tmp_path / "docker" / "exec" / "netns" / "default"
+    source.mkdir()
+    target.mkdir(parents=True)
+    test_file = tmp_path / "test_inner.py"
+    test_file.write_text(textwrap.dedent(MOUNTING_TEST).format(source=source, target=target))
+    session = subprocess.run([sys.executable, "-m", "pytest", "-p", "tests.processes", "-p", "no:cacheprovider", "-q",
+                              str(test_file)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
+                             env={**os.environ, "MBAD_DOCKER_DIR": str(tmp_path / "docker")})
+    assert session.returncode == 0, session.stdout[-2000:]
+    assert f"unmounted 1 mount(s) the tests left:\n  {target}" in session.stdout
+    assert str(target) not in mount_points()
