@@ -28,11 +28,13 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+from joblib import Parallel, delayed
 from pydantic import Field
 from scipy.special import logit
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold
 from sklearn.pipeline import Pipeline
+from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from mbad.eval.judges.base import FittedJudge, expect_fitted, package_version, state_hash
@@ -278,6 +280,17 @@ class EnsembleJudge(FittedJudge):
         return np.nan_to_num(np.asarray(self._lexicon.score(texts, langs), dtype=float), nan=0.0)
 
 
+def _out_of_fold_logits(judge_pairs: pd.DataFrame, embeddings: np.ndarray, texts: list[str], langs: list[str],
+                        train_rows: np.ndarray, held_rows: np.ndarray, config: EnsembleJudgeConfig) -> np.ndarray:
+    """The members fitted on one fold's training pairs, on its held-out texts. Rows of `texts` are
+    the pairs' toxic sentences, then their rewrites: row r is pair r % len(judge_pairs)."""
+    n_pairs = len(judge_pairs)
+    train_pairs = np.unique(train_rows % n_pairs)
+    members = fit_members(judge_pairs.iloc[train_pairs], embeddings[np.r_[train_pairs, train_pairs + n_pairs]], config)
+    return members.logits([texts[i] for i in held_rows], [langs[i] for i in held_rows], embeddings[held_rows],
+                          config.per_language_members)
+
+
 def fit_members(pairs: pd.DataFrame, embeddings: np.ndarray, config: EnsembleJudgeConfig) -> Members:
     """Fit every member on `pairs`; `embeddings` are the e5 vectors of `labelled_texts(pairs)`'s texts."""
     _, labels, langs = labelled_texts(pairs)
@@ -314,22 +327,21 @@ def train_ensemble(judge_pairs: pd.DataFrame, config: EnsembleJudgeConfig) -> En
     if folds < 2:
         raise ValueError(f"train_ensemble needs at least 2 pairs for its cross-validated stacker, got {len(judge_pairs)}")
     embeddings = embed(texts, config.e5_prefix, config.num_threads, config.batch_size, engine_name(config))
-    n_pairs = len(judge_pairs)
 
     # Out-of-fold member logits: what the stacker sees is what the members say on unseen sentences.
-    # Rows of `texts` are the pairs' toxic sentences, then their rewrites: row r is pair r % n_pairs.
-    out_of_fold: np.ndarray | None = None
-    splits = GroupKFold(folds, shuffle=True, random_state=config.seed).split(embeddings, y, groups)
-    for train_rows, held_rows in tqdm(list(splits), desc="judge cross-validation", unit="fold", leave=False):
-        train_pairs = np.unique(train_rows % n_pairs)
-        fold_members = fit_members(judge_pairs.iloc[train_pairs], embeddings[np.r_[train_pairs, train_pairs + n_pairs]], config)
-        held = fold_members.logits([texts[i] for i in held_rows], [langs[i] for i in held_rows], embeddings[held_rows],
-                                   config.per_language_members)
-        if out_of_fold is None:
-            out_of_fold = np.zeros((len(texts), held.shape[1]))
+    # The folds' fits and the final fit on all pairs are independent: they run side by side on the
+    # judge's threads, each with a single-threaded BLAS (small matrices: more BLAS threads only
+    # contend). Threads, not processes, so that nothing outlives the fit.
+    splits = list(GroupKFold(folds, shuffle=True, random_state=config.seed).split(embeddings, y, groups))
+    fits = [delayed(_out_of_fold_logits)(judge_pairs, embeddings, texts, langs, train_rows, held_rows, config)
+            for train_rows, held_rows in splits] + [delayed(fit_members)(judge_pairs, embeddings, config)]
+    with threadpool_limits(limits=1):
+        fitted = list(tqdm(Parallel(n_jobs=min(config.num_threads, len(fits)), return_as="generator", backend="threading")(fits),
+                           total=len(fits), desc="judge cross-validation", unit="fit", leave=False))
+    out_of_fold = np.zeros((len(texts), fitted[0].shape[1]))
+    for (_, held_rows), held in zip(splits, fitted[:-1], strict=True):
         out_of_fold[held_rows] = held
-    assert out_of_fold is not None
-    judge = EnsembleJudge(fit_members(judge_pairs, embeddings, config), {}, config, sorted(set(langs)), n_pairs)
+    judge = EnsembleJudge(fitted[-1], {}, config, sorted(set(langs)), len(judge_pairs))
     features = out_of_fold
     if config.use_lexicon:
         features = np.column_stack([out_of_fold, judge._lexicon_flags(texts, langs)])
