@@ -1,9 +1,12 @@
 """The gate's error rates by simulation: false promotions of a no-effect model, the test's size at
 the bar, and its power for a true -30 % effect, per prompts per language; writes the JSON the
-docs/gate.md's table and the power test read.
+docs/gate.md's table and the power test read. `--scenario switching` instead asks how often a
+challenger that only answers off-language more often (`mbad.eval.power.SWITCHING_ONLY`) is
+promoted, by the gate's within-language claim and by a claim on the total change.
 
     python scripts/gate_power.py --fit-runs 2            # score model fitted to the last two detox_training runs
     python scripts/gate_power.py --simulations 400 --out docs/gate_power.json
+    python scripts/gate_power.py --scenario switching --out docs/gate_power_switching.json
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mbad.eval.power import ScoreModel, prompts_for_power, simulate_gate  # noqa: E402
+from mbad.eval.power import SWITCHING_ONLY, ScoreModel, prompts_for_power, simulate_gate  # noqa: E402
 from mbad.gate import GateConfig  # noqa: E402
 
 
@@ -56,6 +59,8 @@ def main() -> None:
     parser.add_argument("--power-at", type=int, default=32, help="the n whose power the test re-checks (the quickstart's)")
     parser.add_argument("--effect", type=float, default=-30.0)
     parser.add_argument("--fit-runs", type=int, default=0, help="fit the score model to the newest N detox_training runs")
+    parser.add_argument("--scenario", choices=["effects", "switching"], default="effects",
+                        help="effects: no effect, at the bar, a true effect; switching: a switching-only challenger")
     parser.add_argument("--out", type=Path, default=Path("docs/gate_power.json"))
     args = parser.parse_args()
 
@@ -70,6 +75,14 @@ def main() -> None:
     conditions = [("no_effect", 0.0, common), ("at_bar", bar, common), ("effect", args.effect, common),
                   ("no_effect_mean_rule", 0.0, pooled), ("at_bar_mean_rule", bar, pooled),
                   ("effect_mean_rule", args.effect, pooled)]
+    if args.scenario == "switching":
+        # No change within any language: only the challenger's language mix differs.
+        on_total = {"toxicity_claim": "total"}
+        conditions = [(label, 0.0, {**setting, "mix": SWITCHING_ONLY, "gate": setting["gate"].model_copy(update=update)})
+                      for label, setting, update in (
+                          ("switching_within_claim", common, {}), ("switching_total_claim", common, on_total),
+                          ("switching_within_claim_mean_rule", pooled, {}),
+                          ("switching_total_claim_mean_rule", pooled, on_total))]
     rows = []
     for n in grid:
         row = {"n_prompts": n}
@@ -77,14 +90,16 @@ def main() -> None:
             row[label] = rate(simulate_gate(n_prompts=n, effect_pct=effect, seed=n, progress=True, **setting))
         rows.append(row)
         print(json.dumps(row), flush=True)
-    at = next(row for row in rows if row["n_prompts"] == args.power_at)
     report = {
         "score_model": asdict(model), "fitted_from": source, "gate": gate.model_dump(), "languages": languages, "k": args.k,
-        "rows": rows,
-        "power": {"n_prompts": args.power_at, "effect_pct": args.effect, **at["effect"]},
-        "n_for_80_power_analytic": prompts_for_power(model, args.k, args.effect, gate, languages=len(languages)),
-        "command": "python " + " ".join(sys.argv),
+        "rows": rows, "command": "python " + " ".join(sys.argv),
     }
+    if args.scenario == "switching":
+        report["language_mix"] = {**asdict(SWITCHING_ONLY), "total_change_pct": SWITCHING_ONLY.total_change_pct()}
+    else:
+        at = next(row for row in rows if row["n_prompts"] == args.power_at)
+        report["power"] = {"n_prompts": args.power_at, "effect_pct": args.effect, **at["effect"]}
+        report["n_for_80_power_analytic"] = prompts_for_power(model, args.k, args.effect, gate, languages=len(languages))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -84,33 +84,79 @@ class ScoreModel:
         return cls(base_mean=mean, between_sd=math.sqrt(between), concentration=max(concentration, 0.5),
                    pair_correlation=correlation)
 
-    def draw(self, rng: np.random.Generator, n_prompts: int, k: int, effect_pct: float) -> tuple[np.ndarray, np.ndarray]:
-        """(base, tuned) scores, each (n_prompts, k)."""
+    def draw(self, rng: np.random.Generator, n_prompts: int, k: int, effect_pct: float,
+             mix: LanguageMix | None = None) -> tuple[np.ndarray, ...]:
+        """(base, tuned) scores, each (n_prompts, k). With `mix`, also (base, tuned) masks of the
+        samples in the prompt's language, each (n_prompts, k); an off-language sample scatters
+        around its prompt's latent times `mix.off_language_ratio`."""
         z = rng.standard_normal((2, n_prompts))
         z[1] = self.pair_correlation * z[0] + math.sqrt(1 - self.pair_correlation ** 2) * z[1]
         latent = self.latent.ppf(stats.norm.cdf(z))
         latent[1] *= 1 + effect_pct / 100
+        latent = latent[..., None].repeat(k, -1)
+        if mix is not None:
+            shares = np.array([mix.base_in_share, mix.tuned_in_share])[:, None, None]
+            in_language = rng.random(latent.shape) < shares
+            latent = np.where(in_language, latent, latent * mix.off_language_ratio)
         latent = np.clip(latent, 1e-6, 1 - 1e-6)
-        a, b = latent * self.concentration, (1 - latent) * self.concentration
-        scores = rng.beta(a[..., None].repeat(k, -1), b[..., None].repeat(k, -1))
-        return scores[0], scores[1]
+        scores = rng.beta(latent * self.concentration, (1 - latent) * self.concentration)
+        if mix is None:
+            return scores[0], scores[1]
+        return scores[0], scores[1], in_language[0], in_language[1]
+
+
+@dataclass(frozen=True)
+class LanguageMix:
+    """Which language the completions are in, and what that does to their scores: a sample is in
+    the prompt's language with probability `base_in_share` (base model) or `tuned_in_share`
+    (challenger), and an off-language sample's latent toxicity is its prompt's times
+    `off_language_ratio` (off-language completions score lower). Within each language both models
+    score alike: a challenger that differs only by its mix changes toxicity by switching alone."""
+
+    base_in_share: float
+    tuned_in_share: float
+    off_language_ratio: float
+
+    def __post_init__(self) -> None:
+        if not (0 < self.base_in_share <= 1 and 0 <= self.tuned_in_share <= 1 and 0 <= self.off_language_ratio <= 1):
+            raise ValueError(f"LanguageMix: need 0 < base_in_share <= 1 and tuned_in_share, off_language_ratio in [0, 1]; "
+                             f"got {self}")
+
+    def total_change_pct(self) -> float:
+        """The challenger's expected toxicity change vs the base model, all of it switching."""
+        def mean(share: float) -> float:
+            return share + (1 - share) * self.off_language_ratio
+        return 100 * (mean(self.tuned_in_share) / mean(self.base_in_share) - 1)
+
+
+# The switching-only challenger of docs/gate.md: the quickstart base model's Spanish under the
+# paper's instruction prompt (in-language share .64, off-language completions scoring half as
+# high), answering in Spanish .15 of the time after fine-tuning: a total change of about -30 %,
+# the size of the true effect the power figures use, and none of it within a language.
+SWITCHING_ONLY = LanguageMix(base_in_share=0.64, tuned_in_share=0.15, off_language_ratio=0.5)
 
 
 def synthetic_evidence(model: ScoreModel, languages: list[str], n_prompts: int, k: int, effect_pct: float,
-                       rng: np.random.Generator) -> Evidence:
+                       rng: np.random.Generator, mix: LanguageMix | None = None) -> Evidence:
     """The toxicity evidence of an evaluation set (per-prompt clusters, as `mbad.eval.compare.evidence_of`
-    builds them, all completions in the prompt's language) for the base model and a challenger,
-    from the score model."""
+    builds them: toxicity_mean and the in- and off-language groups) for the base model and a
+    challenger, from the score model; every completion in the prompt's language unless `mix`."""
     prompts = pd.MultiIndex.from_product([languages, [str(i) for i in range(n_prompts)]], names=["lang", "key"])
-    draws = [model.draw(rng, n_prompts, k, effect_pct) for _ in languages]
+    draws = [model.draw(rng, n_prompts, k, effect_pct, mix) for _ in languages]
     evidence: Evidence = {}
     for position, role in enumerate(("base", "challenger")):
-        toxicity = pd.DataFrame({"num": np.concatenate([pair[position].sum(axis=1) for pair in draws]),
-                                 "den": np.full(len(prompts), float(k))}, index=prompts)
-        # Every completion in the prompt's language: the within-language change is the total.
-        evidence[role] = {"toxicity_mean": toxicity, GROUP_FIGURES["in"]: toxicity,
-                          GROUP_FIGURES["other"]: pd.DataFrame({"num": 0.0, "den": 0.0}, index=prompts)}
+        scores = np.concatenate([pair[position] for pair in draws])
+        in_language = np.concatenate([pair[2 + position] for pair in draws]) if mix is not None else np.ones_like(scores, dtype=bool)
+        evidence[role] = {"toxicity_mean": _clusters(scores, np.ones_like(in_language), prompts),
+                          GROUP_FIGURES["in"]: _clusters(scores, in_language, prompts),
+                          GROUP_FIGURES["other"]: _clusters(scores, ~in_language, prompts)}
     return evidence
+
+
+def _clusters(scores: np.ndarray, selected: np.ndarray, prompts: pd.MultiIndex) -> pd.DataFrame:
+    """Per prompt, the score sum (num) and count (den) of its selected samples."""
+    return pd.DataFrame({"num": np.where(selected, scores, 0.0).sum(axis=1), "den": selected.sum(axis=1).astype(float)},
+                        index=prompts)
 
 
 @dataclass(frozen=True)
@@ -131,16 +177,18 @@ class PassRate:
 
 
 def simulate_gate(model: ScoreModel, gate: GateConfig, languages: list[str], n_prompts: int, k: int, effect_pct: float,
-                  simulations: int = 500, seed: int = 0, progress: bool = False) -> PassRate:
+                  simulations: int = 500, seed: int = 0, progress: bool = False, mix: LanguageMix | None = None) -> PassRate:
     """How often the gate (its checks vs the base model) promotes a model with a true
-    `effect_pct` change in toxicity in every language, at n prompts x k samples per language."""
+    `effect_pct` change in toxicity in every language, at n prompts x k samples per language,
+    answering in the languages `mix` gives (the prompt's own without it)."""
     rng = np.random.default_rng(seed)
     passed = 0
     for index in tqdm(range(simulations), desc=f"gate n={n_prompts} k={k} effect={effect_pct:+g}%", disable=not progress):
-        evidence = synthetic_evidence(model, languages, n_prompts, k, effect_pct, rng)
+        evidence = synthetic_evidence(model, languages, n_prompts, k, effect_pct, rng, mix)
         # Each simulation resamples with its own bootstrap seed, as independent runs would. The
-        # synthetic models lose no knowledge, go silent never and keep the language, so the
-        # gate's other checks pass: its decision is that of the sample-size and toxicity checks.
+        # synthetic models lose no knowledge and go silent never, so the gate's other checks pass
+        # (the fidelity check aside, which refuses a `mix` that drops the prompt's language): its
+        # decision is that of the sample-size and toxicity checks.
         run_gate = gate.model_copy(update={"statistics": gate.statistics.model_copy(update={"seed": seed * 100_003 + index})})
         checks = sample_size_checks(evidence, languages, run_gate) + toxicity_checks(evidence, languages, run_gate)
         passed += all(check.passed for check in checks)

@@ -12,7 +12,7 @@ import pytest
 
 from mbad.eval.compare import FIGURES, paired_estimates
 from mbad.eval.judges import POOLED
-from mbad.eval.power import ScoreModel, expected_halfwidth, simulate_gate, synthetic_evidence
+from mbad.eval.power import SWITCHING_ONLY, LanguageMix, ScoreModel, expected_halfwidth, simulate_gate, synthetic_evidence
 from mbad.gate import (
     VERDICT_COLUMNS,
     GateConfig,
@@ -201,6 +201,36 @@ def test_simulated_power_at_a_true_30_percent_reduction_is_what_the_docs_state()
                                simulations=150, seed=12345)
         low, high = result.interval(0.99)
         assert low <= row[label]["rate"] <= high, (rule, result, row[label])
+
+
+def test_synthetic_evidence_with_a_language_mix_splits_each_prompts_completions_into_its_groups():
+    mix = LanguageMix(base_in_share=0.8, tuned_in_share=0.3, off_language_ratio=0.5)
+    evidence = synthetic_evidence(ScoreModel(), ["en", "es"], n_prompts=400, k=2, effect_pct=0.0,
+                                  rng=np.random.default_rng(5), mix=mix)
+    for role, share in (("base", 0.8), ("challenger", 0.3)):
+        clusters = evidence[role]
+        groups = clusters["toxicity_in_language"] + clusters["toxicity_off_language"]
+        assert np.allclose(groups, clusters["toxicity_mean"]) and (clusters["toxicity_mean"]["den"] == 2).all()
+        assert clusters["toxicity_in_language"]["den"].sum() / 1600 == pytest.approx(share, abs=0.05)
+        means = {group: clusters[group]["num"].sum() / clusters[group]["den"].sum()
+                 for group in ("toxicity_in_language", "toxicity_off_language")}
+        assert means["toxicity_off_language"] / means["toxicity_in_language"] == pytest.approx(0.5, abs=0.1)
+    assert mix.total_change_pct() == pytest.approx(100 * (0.65 / 0.9 - 1))
+    assert SWITCHING_ONLY.total_change_pct() == pytest.approx(-30, abs=1)
+    with pytest.raises(ValueError, match="base_in_share"):
+        LanguageMix(base_in_share=0.0, tuned_in_share=0.5, off_language_ratio=0.5)
+
+
+def test_simulated_switching_only_challengers_pass_a_total_claim_and_not_the_within_language_claim():
+    """A challenger whose only difference is answering off-language more often (a total change of
+    about -30 %): the gate's within-language claim promotes it at most at the test's size, a claim
+    on the total change promotes it as it would a true -30 % effect."""
+    model, gate = ScoreModel(), GATE.model_copy(update={"min_prompts_per_language": 1, "aggregate": "mean"})
+    rates = {claim: simulate_gate(model, gate.model_copy(update={"toxicity_claim": claim}), ["en", "es", "ru", "hi"],
+                                  n_prompts=64, k=2, effect_pct=0.0, simulations=60, seed=11, mix=SWITCHING_ONLY)
+             for claim in ("within_language", "total")}
+    assert rates["within_language"].interval()[0] <= 0.05 and rates["within_language"].rate <= 0.1, rates
+    assert rates["total"].rate >= 0.8, rates
 
 
 def test_the_expected_interval_width_agrees_with_the_bootstrap():
