@@ -37,15 +37,6 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: item.get_closest_marker("containers") is not None)
 
 
-def pytest_collection_finish(session):
-    """When the session runs the container tests, their image is built in the background from
-    now on, beside the tests before them (tests/containers/prebuild.py)."""
-    if any(item.get_closest_marker("containers") for item in session.items):
-        from tests.containers import prebuild
-
-        prebuild.start()
-
-
 @pytest.fixture(scope="session")
 def mbad_home() -> Path:
     return _SESSION_HOME

@@ -22,14 +22,13 @@ from packaging.utils import canonicalize_name
 
 from mbad.eval.judges.embedding_store import ENVIRONMENT, store_root
 from tests.conftest import REPO_ROOT, SHARED_DATA
-from tests.containers import prebuild
 from tests.integration.registry import MODEL, MlflowServer, serving
 
 pytestmark = [pytest.mark.integration, pytest.mark.containers]
 
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 
-IMAGE = prebuild.IMAGE
+IMAGE = "mbad-pipeline:test-cpu"
 DATA_MOUNT = "/data"  # where configs/k8s mount the data volume
 MODEL_MOUNT = "/models/tiny"
 EMBEDDINGS_MOUNT = "/cache/e5"
@@ -39,7 +38,6 @@ EMBEDDINGS_MOUNT = "/cache/e5"
 def docker_host():
     from docker_local import ensure_daemon
 
-    prebuild.wait()  # the background build may be starting the daemon: one daemon, started once
     host = ensure_daemon()
     saved = os.environ.get("DOCKER_HOST")
     os.environ["DOCKER_HOST"] = host  # ZenML's image builder and orchestrator use docker.from_env()
