@@ -14,6 +14,7 @@ loads it into any pytest session.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import uuid
@@ -73,12 +74,10 @@ def stop_session_processes(token: str, grace_s: float = GRACE_S) -> list[str]:
 
 
 def mount_points() -> set[str]:
-    """This machine's mount points, as /proc/self/mountinfo lists them (octal escapes decoded)."""
-    points = set()
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        field = line.split()[4]
-        points.add(field.encode().decode("unicode_escape"))
-    return points
+    """This machine's mount points, as /proc/self/mountinfo lists them (the kernel writes a space,
+    tab, newline or backslash in a path as a three-digit octal escape)."""
+    lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    return {re.sub(r"\\([0-7]{3})", lambda code: chr(int(code.group(1), 8)), line.split()[4]) for line in lines}
 
 
 def unmount_left_mounts(before: set[str], roots: list[Path]) -> list[str]:

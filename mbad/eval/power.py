@@ -85,23 +85,22 @@ class ScoreModel:
                    pair_correlation=correlation)
 
     def draw(self, rng: np.random.Generator, n_prompts: int, k: int, effect_pct: float,
-             mix: LanguageMix | None = None) -> tuple[np.ndarray, ...]:
-        """(base, tuned) scores, each (n_prompts, k). With `mix`, also (base, tuned) masks of the
-        samples in the prompt's language, each (n_prompts, k); an off-language sample scatters
+             mix: LanguageMix | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(base, tuned) scores and (base, tuned) masks of the samples in the prompt's language,
+        each (n_prompts, k): all of them without `mix`; with it, an off-language sample scatters
         around its prompt's latent times `mix.off_language_ratio`."""
         z = rng.standard_normal((2, n_prompts))
         z[1] = self.pair_correlation * z[0] + math.sqrt(1 - self.pair_correlation ** 2) * z[1]
         latent = self.latent.ppf(stats.norm.cdf(z))
         latent[1] *= 1 + effect_pct / 100
         latent = latent[..., None].repeat(k, -1)
+        in_language = np.ones(latent.shape, dtype=bool)
         if mix is not None:
             shares = np.array([mix.base_in_share, mix.tuned_in_share])[:, None, None]
             in_language = rng.random(latent.shape) < shares
             latent = np.where(in_language, latent, latent * mix.off_language_ratio)
         latent = np.clip(latent, 1e-6, 1 - 1e-6)
         scores = rng.beta(latent * self.concentration, (1 - latent) * self.concentration)
-        if mix is None:
-            return scores[0], scores[1]
         return scores[0], scores[1], in_language[0], in_language[1]
 
 
@@ -146,7 +145,7 @@ def synthetic_evidence(model: ScoreModel, languages: list[str], n_prompts: int, 
     evidence: Evidence = {}
     for position, role in enumerate(("base", "challenger")):
         scores = np.concatenate([pair[position] for pair in draws])
-        in_language = np.concatenate([pair[2 + position] for pair in draws]) if mix is not None else np.ones_like(scores, dtype=bool)
+        in_language = np.concatenate([pair[2 + position] for pair in draws])
         evidence[role] = {"toxicity_mean": _clusters(scores, np.ones_like(in_language), prompts),
                           GROUP_FIGURES["in"]: _clusters(scores, in_language, prompts),
                           GROUP_FIGURES["other"]: _clusters(scores, ~in_language, prompts)}
