@@ -19,8 +19,10 @@ from mbad.paths import mbad_home
 COMPLETION_COLUMNS = [
     "model", "lang", "pair_id", "sample", "prompt", "completion", "score", "detected_lang", "judged_lang", "judge",
 ]
-# Traces are stored in the background; the bar advances as each chunk of them is stored.
-TRACE_CHUNK = 64
+# Traces are stored in the background; the bar advances as each chunk of them is stored. Each
+# chunk ends in a flush, which stops and restarts MLflow's export threads and waits out their
+# one-second poll of an empty queue: few, large chunks.
+TRACE_CHUNK = 256
 
 
 def tracking_uri() -> str:
