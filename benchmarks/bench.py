@@ -67,7 +67,9 @@ QUICK = BenchSettings(
     seed_loop_prompts=None, train_examples=8, train_batch_size=4, train_repeats=1,
     pipeline={"train": {"source_languages": ["en"], "max_examples_per_language": 8, "batch_size": 4, "checkpoint_every": 1},
               "generation": {"max_prompts_per_language": 2, "max_new_tokens": 4},
-              "knowledge": {"max_sentences_per_language": 4}},
+              "knowledge": {"max_sentences_per_language": 4},
+              # A 2-fold stacker: its judge's fits are most of the tiny pipeline's time.
+              "judge": {"ensemble": {"cv_folds": 2}}},
     judge_repeats=2, zenml_repeats=2, vllm_enforce_eager=True,
 )
 

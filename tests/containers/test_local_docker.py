@@ -22,6 +22,7 @@ from packaging.utils import canonicalize_name
 
 from mbad.eval.judges.embedding_store import ENVIRONMENT, store_root
 from tests.conftest import REPO_ROOT, SHARED_DATA
+from tests.integration.conftest import TINY_JUDGE
 from tests.integration.registry import MODEL, MlflowServer, serving
 
 pytestmark = [pytest.mark.integration, pytest.mark.containers]
@@ -82,6 +83,7 @@ def run_config(path: Path, tiny_model_dir: Path, seed: int, embeddings: Path) ->
         "target_languages": ["en", "ru"],
         "generation": {"max_prompts_per_language": 4, "max_new_tokens": 6},
         "knowledge": {"max_sentences_per_language": 6},
+        "judge": TINY_JUDGE,
     }
     run = {
         "enable_cache": False,

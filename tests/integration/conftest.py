@@ -11,6 +11,10 @@ import pytest
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# The tiny runs' judge: its stacker learns from 2 folds, not 5 (a third of the fits). What a run
+# does with a judge does not depend on the fold count; the default judge is fitted in
+# tests/unit/test_judges.py.
+TINY_JUDGE = {"ensemble": {"cv_folds": 2}}
 
 
 @pytest.fixture(scope="session")
@@ -53,6 +57,7 @@ def write_run_config(path: Path, tiny_model_dir: Path, **config_overrides) -> Pa
         "target_languages": ["en", "ru", "zh"],
         "generation": {"max_prompts_per_language": 3, "max_new_tokens": 6},
         "knowledge": {"max_sentences_per_language": 6},
+        "judge": TINY_JUDGE,
     }
     for key, value in config_overrides.items():
         config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) else value

@@ -15,7 +15,7 @@ from mbad.aliases import read_aliases
 from mbad.config import PAPER_LANGUAGES
 from mbad.validation import DataValidationError
 from tests.conftest import SHARED_DATA
-from tests.integration.conftest import run_detox_training, write_run_config
+from tests.integration.conftest import TINY_JUDGE, run_detox_training, write_run_config
 from tests.integration.registry import LENIENT, MODEL, run_promotion
 
 pytestmark = pytest.mark.integration
@@ -32,6 +32,7 @@ def retrain(stack, tmp_path, tiny_model_dir, data_dir):
             "train": {"max_examples_per_language": 4, "batch_size": 4, "checkpoint_every": 1},
             "generation": {"max_prompts_per_language": 8, "max_new_tokens": 4},
             "knowledge": {"max_sentences_per_language": 4},
+            "judge": TINY_JUDGE,
         },
         "promotion": {"model_name": MODEL, "gate": LENIENT},
     }

@@ -16,6 +16,7 @@ import yaml
 
 from mbad.config import SweepConfig
 from mbad.sweep import SweepBudgetError, estimate, plan_settings
+from tests.integration.conftest import TINY_JUDGE
 
 pytestmark = pytest.mark.integration
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -32,6 +33,7 @@ def write_sweep_config(path: Path, tiny_model_dir: Path, **overrides) -> Path:
             "train": {"max_examples_per_language": 8, "batch_size": 4, "checkpoint_every": 1},
             "generation": {"max_prompts_per_language": 2, "max_new_tokens": 4},
             "knowledge": {"max_sentences_per_language": 4},
+            "judge": TINY_JUDGE,
         },
         "representations": {"max_sentences_per_language": 6},
     } | overrides
