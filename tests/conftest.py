@@ -24,6 +24,11 @@ _SESSION_HOME = _RUN_DIR / os.environ["PYTEST_XDIST_WORKER"] if "PYTEST_XDIST_WO
 _SESSION_HOME.mkdir(exist_ok=True)
 os.environ["MBAD_HOME"] = str(_SESSION_HOME)
 os.environ.setdefault("MBAD_EMBEDDING_CACHE", str(_RUN_DIR / "cache" / "e5"))
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    # The workers share the machine's cores: each worker's torch (and what it starts) gets its share,
+    # instead of every worker spinning threads for all of them.
+    _share = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    os.environ.setdefault("OMP_NUM_THREADS", str(_share))
 os.environ["ZENML_CONFIG_PATH"] = str(_SESSION_HOME / "zenml")
 os.environ["ZENML_REPOSITORY_PATH"] = str(_SESSION_HOME / "repository")
 os.environ["ZENML_ANALYTICS_OPT_IN"] = "false"

@@ -28,7 +28,9 @@ def peer_python(name: str, root: Path) -> Path:
         venv.EnvBuilder(with_pip=True, clear=True).create(home)
         print(f"bench: installing {name} into {home} (once)", file=sys.stderr, flush=True)
         pip = [str(python), "-m", "pip", "--quiet", "--disable-pip-version-check"]
-        subprocess.run([*pip, "install", "-r", str(requirements)], check=True)
+        # No bytecode compiled ahead of time: compiling all of torch and vLLM is a large part of the
+        # install, and a peer imports few of their modules.
+        subprocess.run([*pip, "install", "--no-compile", "-r", str(requirements)], check=True)
         if UNINSTALL_AFTER.get(name):
             subprocess.run([*pip, "uninstall", "--yes", *UNINSTALL_AFTER[name]], check=True)
         stamp.write_text(wanted)
