@@ -156,6 +156,9 @@ def register_reported(registration: Registration, adapter_dir: Path, config: Det
 
     Returns the new version number."""
     mlflow.set_tracking_uri(mlflow_uri)
+    # Resumed in its own experiment: MLflow refuses to resume a run of another experiment than the
+    # process's active one, which a step of another pipeline (or store) may have set.
+    mlflow.set_experiment(experiment_id=mlflow.MlflowClient(mlflow_uri).get_run(registration.run_id).info.experiment_id)
     with mlflow.start_run(run_id=registration.run_id):
         return register_adapter(adapter_dir, config.registry.model_name, registration.tags, config.generation.model_dump(),
                                 base_model=config.model.name_or_path, card=registration.card, metrics=registration.metrics)

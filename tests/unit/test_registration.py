@@ -18,6 +18,10 @@ def mlflow_uri(tmp_path):
     mlflow.set_tracking_uri("")  # the process's MLflow as the other tests found it
 
 
+def reported_experiment(client: MlflowClient, run_id: str) -> str:
+    return client.get_run(run_id).info.experiment_id
+
+
 def test_the_adapter_becomes_a_version_logged_in_the_reports_finished_run(mlflow_uri, tmp_path):
     client = MlflowClient(mlflow_uri)
     reported = client.create_run(client.get_experiment_by_name("detox_training").experiment_id).info.run_id
@@ -28,6 +32,12 @@ def test_the_adapter_becomes_a_version_logged_in_the_reports_finished_run(mlflow
     registration = Registration(run_id=reported, tags={"data_hash": "0123456789abcdef", "evaluated_languages": "en"},
                                 card="# mbad-detox\n\n## Results", metrics={"toxicity_mean/en": 0.25, "judge_auc/en": 0.9})
     config = DetoxConfig()
+    # The process tracked another pipeline's steps first, in another store: its active experiment
+    # is not the report's (ZenML's local orchestrator runs every step in one process).
+    other = MlflowClient(f"sqlite:///{tmp_path / 'other.db'}")
+    other.create_experiment("a_first_pipeline", artifact_location=(tmp_path / "other").as_uri())
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'other.db'}")
+    assert mlflow.set_experiment("another_pipeline").experiment_id != reported_experiment(client, reported)
 
     version = register_reported(registration, adapter, config, mlflow_uri)
 
