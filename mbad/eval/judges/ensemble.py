@@ -136,26 +136,39 @@ def embed(texts: Sequence[str], prefix: str = "query", num_threads: int = 2, bat
     keys = [(engine, prefix, hashlib.sha256(text.encode()).hexdigest()) for text in texts]
     missing = list({key: text for key, text in zip(keys, texts) if key not in _EMBEDDINGS}.items())
     store = _store(engine, prefix) if missing else None
-    if store is not None:
+
+    def not_stored(wanted: list[tuple[tuple[str, str, str], str]]) -> list[tuple[tuple[str, str, str], str]]:
         _EMBEDDINGS.update({(engine, prefix, digest): vector for digest, vector in store.read_new().items()})
-        missing = [(key, text) for key, text in missing if key not in _EMBEDDINGS]
-    missing.sort(key=lambda item: len(item[1]))  # batches of similar lengths: little padding
-    if missing:
-        encoder = _engine(engine, num_threads)
-        encode = encoder.query if prefix == "query" else encoder.passage
-        if len(_EMBEDDINGS) + len(missing) > _EMBEDDINGS_CAP:
-            _EMBEDDINGS.clear()
-        batches = range(0, len(missing), batch_size)
-        quiet = {"disable": True} if len(batches) < 4 else {}  # no bar for a few batches; else TQDM_DISABLE decides
-        for start in tqdm(batches, desc=f"e5 ({prefix})", unit="batch", leave=False, **quiet):
-            chunk = missing[start:start + batch_size]
-            for (key, _), vector in zip(chunk, encode([text for _, text in chunk])):
-                _EMBEDDINGS[key] = vector
-        if store is not None:
-            store.write([key[2] for key, _ in missing], np.stack([_EMBEDDINGS[key] for key, _ in missing]))
+        return [(key, text) for key, text in wanted if key not in _EMBEDDINGS]
+
+    if store is None:
+        _encode_missing(missing, prefix, engine, num_threads, batch_size)
+    elif missing := not_stored(missing):
+        with store.encoding():
+            if missing := not_stored(missing):  # what another process encoded while this one waited is read
+                _encode_missing(missing, prefix, engine, num_threads, batch_size)
+                store.write([key[2] for key, _ in missing], np.stack([_EMBEDDINGS[key] for key, _ in missing]))
     if not keys:
         return np.zeros((0, 384), dtype=np.float32)
     return np.stack([_EMBEDDINGS[key] for key in keys])
+
+
+def _encode_missing(missing: list[tuple[tuple[str, str, str], str]], prefix: str, engine: str, num_threads: int,
+                    batch_size: int) -> None:
+    """Encode `missing` (key, text) into the process's cache, in batches of similar lengths."""
+    if not missing:
+        return
+    missing = sorted(missing, key=lambda item: len(item[1]))  # batches of similar lengths: little padding
+    encoder = _engine(engine, num_threads)
+    encode = encoder.query if prefix == "query" else encoder.passage
+    if len(_EMBEDDINGS) + len(missing) > _EMBEDDINGS_CAP:
+        _EMBEDDINGS.clear()
+    batches = range(0, len(missing), batch_size)
+    quiet = {"disable": True} if len(batches) < 4 else {}  # no bar for a few batches; else TQDM_DISABLE decides
+    for start in tqdm(batches, desc=f"e5 ({prefix})", unit="batch", leave=False, **quiet):
+        chunk = missing[start:start + batch_size]
+        for (key, _), vector in zip(chunk, encode([text for _, text in chunk])):
+            _EMBEDDINGS[key] = vector
 
 
 def _logit(probabilities: np.ndarray) -> np.ndarray:
