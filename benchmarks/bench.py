@@ -70,7 +70,9 @@ QUICK = BenchSettings(
               "knowledge": {"max_sentences_per_language": 4},
               # A 2-fold stacker: its judge's fits are most of the tiny pipeline's time.
               "judge": {"ensemble": {"cv_folds": 2}}},
-    judge_repeats=2, zenml_repeats=2, vllm_enforce_eager=True,
+    # One pipeline run a side: --quick checks that every section runs, and a second run of each side
+    # goes through the same code.
+    judge_repeats=2, zenml_repeats=1, vllm_enforce_eager=True,
 )
 
 
