@@ -87,7 +87,8 @@ WEIGHT_MAJOR_BLOCK = 4096  # vocabulary rows per block of the weight-major outpu
 
 @contextmanager
 def weight_major_output_layer(model: torch.nn.Module) -> Iterator[None]:
-    """On CPU, compute the output layer as (W @ h.T).T instead of h @ W.T while inside.
+    """On CPU, compute the output layer as (W @ h.T).T instead of h @ W.T while inside, into one
+    buffer reused by every call: a call's logits are valid until the next call.
 
     Same numbers, another loop order: for Gemma's 262k x 640 output layer and a few dozen
     rows, CPU BLAS runs the weight-major product faster, and that layer is a large share of
@@ -98,10 +99,17 @@ def weight_major_output_layer(model: torch.nn.Module) -> Iterator[None]:
         yield
         return
 
+    # The logits of every call go into one buffer: a step's logits are read (drawn from) before the
+    # next step's forward pass, and a new (rows, vocab) tensor per step would be mapped and zeroed
+    # by the kernel page by page each time.
+    buffers: list[torch.Tensor] = []
+
     def forward(hidden: torch.Tensor) -> torch.Tensor:
         rows_t = hidden.reshape(-1, hidden.shape[-1]).T.contiguous()
         vocab = head.weight.shape[0]
-        logits = hidden.new_empty(rows_t.shape[1], vocab)
+        if not buffers or buffers[0].shape[0] < rows_t.shape[1] or buffers[0].dtype != hidden.dtype:
+            buffers[:] = [hidden.new_empty(rows_t.shape[1], vocab)]
+        logits = buffers[0][: rows_t.shape[1]]
         # A block of the vocabulary at a time: its (block, rows) product is small enough to turn
         # into row-major order in cache. A whole transposed result would leave the logits
         # column-major, and top-k and argmax over such rows are several times slower.

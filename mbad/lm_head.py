@@ -47,30 +47,47 @@ def split_lm_head(model: torch.nn.Module) -> LMHead | None:
 LOGITS_PER_CHUNK = 2**26
 
 
+@torch.no_grad()
 def chunked_token_nll(
     hidden: torch.Tensor, head: LMHead, targets: torch.Tensor, with_grad: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Per-token NLL of `targets` under `hidden @ head.weight.T`, a chunk of tokens at a time,
     so that the (tokens, vocab) float32 logits never exist at once. With `with_grad`, also
-    d(sum NLL)/d(hidden), computed in the same pass: (softmax - one_hot) @ weight."""
+    d(sum NLL)/d(hidden), computed in the same pass: (softmax - one_hot) @ weight. Autograd
+    records nothing here: the gradient is this one, handed on by the callers' own backward."""
     weight, chunk = head.weight, max(1, LOGITS_PER_CHUNK // head.weight.shape[0])
     nll = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
     grad = torch.empty_like(hidden) if with_grad else None
+    # Every chunk's logits go into one buffer, and the log-normaliser is computed in it: a new
+    # tensor of this size per chunk would be mapped and zeroed by the kernel page by page, each
+    # time, which on a CPU costs a large share of the products themselves (docs/performance.md).
+    buffer = hidden.new_empty(min(chunk, hidden.shape[0]), weight.shape[0], dtype=weight.dtype)
     for start in range(0, hidden.shape[0], chunk):
         rows = slice(start, start + chunk)
-        logits = (hidden[rows].to(weight.dtype) @ weight.T).float()
+        logits = torch.mm(hidden[rows].to(weight.dtype), weight.T, out=buffer[: min(chunk, hidden.shape[0] - start)]).float()
         if head.scale != 1.0:
             logits.mul_(head.scale)
         target = targets[rows, None]
-        log_normaliser = logits.logsumexp(dim=-1, keepdim=True)
-        nll[rows] = (log_normaliser - logits.gather(-1, target)).squeeze(-1)
-        if grad is not None:
+        target_logit = logits.gather(-1, target)
+        if grad is None:
+            log_normaliser = _logsumexp_in_place(logits)
+        else:
+            log_normaliser = logits.logsumexp(dim=-1, keepdim=True)
             probs = logits.sub_(log_normaliser).exp_()  # in place: one chunk of logits alive
             probs.scatter_add_(-1, target, torch.full_like(target, -1.0, dtype=probs.dtype))
             if head.scale != 1.0:
                 probs.mul_(head.scale)
             grad[rows] = (probs.to(weight.dtype) @ weight).to(hidden.dtype)
+        nll[rows] = (log_normaliser - target_logit).squeeze(-1)
     return nll, grad
+
+
+def _logsumexp_in_place(logits: torch.Tensor) -> torch.Tensor:
+    """`logits.logsumexp(-1, keepdim=True)`, the same operations in the same order (so the same
+    numbers), with `logits` itself overwritten instead of a copy of it made."""
+    maxes = logits.amax(dim=-1, keepdim=True)
+    maxes.masked_fill_(maxes.abs() == float("inf"), 0)
+    return logits.sub_(maxes).exp_().sum(dim=-1, keepdim=True).log_().add_(maxes)
 
 
 class _FusedLinearCrossEntropy(torch.autograd.Function):

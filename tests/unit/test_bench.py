@@ -18,7 +18,7 @@ import mbad.eval.probes.scoring
 import mbad.lm_head
 from mbad.config import DetoxConfig, ModelConfig
 from mbad.data import select
-from mbad.generation import TopKTopPSampler
+from mbad.generation import TopKTopPSampler, weight_major_output_layer
 from mbad.lm_head import causal_lm_loss, chunked_token_nll, split_lm_head
 from mbad.models import load_base_model
 from mbad.train.data import collate, tokenize_for_lm
@@ -81,6 +81,22 @@ def test_chunked_perplexity_matches_full_logits(tiny_model_dir, pairs, monkeypat
     scaled = mbad.lm_head.LMHead(head.backbone, head.weight, scale=0.25)
     expected = torch.nn.functional.cross_entropy(0.25 * hidden @ head.weight.T, targets, reduction="none")
     torch.testing.assert_close(chunked_token_nll(hidden, scaled, targets)[0], expected)
+
+    # The log-normaliser computed in the logits' own buffer is torch's logsumexp to the bit.
+    logits = torch.randn(7, 300, generator=torch.Generator().manual_seed(3)) * 4
+    assert torch.equal(mbad.lm_head._logsumexp_in_place(logits.clone()), logits.logsumexp(dim=-1, keepdim=True))
+
+
+def test_weight_major_output_layer_gives_each_call_its_own_logits(tiny_model_dir):
+    """The weight-major layer writes every call's logits into one buffer: each call still returns
+    exactly the library's logits for its own rows, whatever the rows of the call before."""
+    model = load_base_model(ModelConfig(name_or_path=str(tiny_model_dir))).model
+    head = model.get_output_embeddings()
+    generator = torch.Generator().manual_seed(2)
+    with torch.inference_mode(), weight_major_output_layer(model):
+        for rows in (5, 3, 6, 6):
+            hidden = torch.randn(rows, 1, head.weight.shape[1], generator=generator)
+            torch.testing.assert_close(head(hidden), hidden @ head.weight.T, atol=1e-5, rtol=1e-5)
 
 
 def test_zenml_overhead_times_the_quickstart_pipeline_itself(monkeypatch):
