@@ -533,12 +533,13 @@ def measure_llamacpp(prompts: list[str], config: GenerationConfig, peers: Path, 
 
 
 def measure_vllm(model_path: str, adapter_dir: Path, prompts: list[str], config: GenerationConfig, peers: Path,
-                 repeats: int = 2, enforce_eager: bool = False) -> dict:
+                 repeats: int = 2, enforce_eager: bool = False, single_process: bool = False) -> dict:
     """vLLM's CPU build (in its own environment) on the same model directory, prompts, sampling
     settings and new tokens: the base model, then the same LoRA adapter served as a LoRA request,
     each in a fresh engine of as many sequences as mbad's batch, on this process's threads, at
     vLLM's own defaults otherwise (its dtype from the model's config, its compiled graphs unless
-    `enforce_eager`); best of `repeats`. The peer's environment lives under `peers`."""
+    `enforce_eager`, its engine core and worker in processes of their own unless `single_process`);
+    best of `repeats`. The peer's environment lives under `peers`."""
     from benchmarks.peers import run_peer
 
     answers = {}
@@ -546,9 +547,10 @@ def measure_vllm(model_path: str, adapter_dir: Path, prompts: list[str], config:
         request = {"model": model_path, "adapter": str(adapter) if adapter else None, "lora_rank": adapter_rank(adapter_dir),
                    "prompts": prompts, "max_new_tokens": config.max_new_tokens, "temperature": config.temperature,
                    "top_k": config.top_k, "top_p": config.top_p, "threads": torch.get_num_threads(), "seed": config.seed,
-                   "repeats": repeats, "max_num_seqs": min(config.batch_size, len(prompts)), "enforce_eager": enforce_eager}
+                   "repeats": repeats, "max_num_seqs": min(config.batch_size, len(prompts)), "enforce_eager": enforce_eager,
+                   "single_process": single_process}
         answer = run_peer("vllm", peers, "vllm_generate.py", request)
         answer.update(prompts=len(prompts), max_num_seqs=request["max_num_seqs"], threads=request["threads"],
-                      enforce_eager=enforce_eager, completions=answer["completions"][:3])
+                      enforce_eager=enforce_eager, single_process=single_process, completions=answer["completions"][:3])
         answers[side] = answer
     return answers

@@ -2,8 +2,8 @@
 
 Reads a JSON request on stdin: {"model", "adapter" (a peft LoRA directory, or null), "prompts",
 "max_new_tokens", "temperature", "top_k", "top_p", "threads", "seed", "repeats",
-"max_num_seqs", "enforce_eager"}; writes {"seconds", "tokens", "tokens_per_s", "completions",
-"load_seconds", ...} as JSON on stdout. All prompts go to one `LLM.generate` call (vLLM's
+"max_num_seqs", "enforce_eager", "single_process"}; writes {"seconds", "tokens", "tokens_per_s",
+"completions", "load_seconds", ...} as JSON on stdout. All prompts go to one `LLM.generate` call (vLLM's
 continuous batching over `max_num_seqs` sequences); every completion runs the full
 `max_new_tokens` (end-of-sequence ignored), as mbad's batched generator does. With an adapter,
 the engine serves it as a LoRA request on the base model (unmerged), as mbad evaluates one.
@@ -37,13 +37,16 @@ def main() -> None:
     os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", cpu_binding(request["threads"]))
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")  # GiB; the bench's sequences need a few MB
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    if request.get("single_process"):  # the engine core in this process, its worker in the engine's
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
     import vllm
     from vllm.lora.request import LoRARequest
 
     started = time.perf_counter()
     options = {"enable_lora": True, "max_lora_rank": request["lora_rank"], "max_loras": 1} if request["adapter"] else {}
     engine = vllm.LLM(model=request["model"], max_num_seqs=request["max_num_seqs"], max_model_len=512, seed=request["seed"],
-                      enforce_eager=request["enforce_eager"], **options)
+                      enforce_eager=request["enforce_eager"], **options,
+                      **({"distributed_executor_backend": "uni"} if request.get("single_process") else {}))
     load_seconds = time.perf_counter() - started
     sampling = vllm.SamplingParams(n=1, temperature=request["temperature"], top_k=request["top_k"], top_p=request["top_p"],
                                    max_tokens=request["max_new_tokens"], ignore_eos=True)

