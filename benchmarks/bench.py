@@ -57,6 +57,7 @@ class BenchSettings:
     # config (the quickstart pipeline), on the bench's model.
     pipeline: dict | None = None
     judge_repeats: int = 5
+    judge_texts: int = 320  # test sentences each repeat scores
     zenml_repeats: int = 2
     # vLLM at its defaults compiles its graphs, a long wait at every start; eager skips that.
     vllm_enforce_eager: bool = False
@@ -75,7 +76,7 @@ QUICK = BenchSettings(
               "judge": {"ensemble": {"cv_folds": 2}}},
     # One pipeline run a side: --quick checks that every section runs, and a second run of each side
     # goes through the same code.
-    judge_repeats=2, zenml_repeats=1, vllm_enforce_eager=True, vllm_single_process=True,
+    judge_repeats=2, judge_texts=64, zenml_repeats=1, vllm_enforce_eager=True, vllm_single_process=True,
 )
 
 
@@ -131,7 +132,7 @@ def run(settings: BenchSettings, sections: tuple[str, ...], home: Path) -> dict:
     private_environment(home, udhr)
     results: dict = {"machine": measure.machine_description(), "model": model.name_or_path}
     if "judge" in sections:
-        results["judge"] = measure.measure_judge(pairs, settings.judge_repeats, settings.languages)
+        results["judge"] = measure.measure_judge(pairs, settings.judge_repeats, settings.languages, settings.judge_texts)
     # One set of prompts and sampling settings for every generator compared.
     test = select(pairs, "test", list(settings.languages), max_per_language=settings.prompts_per_language)
     generation = GenerationConfig(max_new_tokens=settings.new_tokens, batch_size=settings.generation_batch_size)

