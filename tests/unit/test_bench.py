@@ -89,7 +89,7 @@ def test_chunked_perplexity_matches_full_logits(tiny_model_dir, pairs, monkeypat
 
 def test_weight_major_output_layer_gives_each_call_its_own_logits(tiny_model_dir):
     """The weight-major layer writes every call's logits into one buffer: each call still returns
-    exactly the library's logits for its own rows, whatever the rows of the call before."""
+    the library's logits for its own rows, whatever the rows of the call before."""
     model = load_base_model(ModelConfig(name_or_path=str(tiny_model_dir))).model
     head = model.get_output_embeddings()
     generator = torch.Generator().manual_seed(2)
