@@ -221,9 +221,8 @@ def test_ui_lists_every_completion_as_a_trace_of_the_run(registered, tmp_path):
 def browse(url: str, *action: str, budget_ms: int = 15000) -> str:
     """What headless Chromium makes of a page once its scripts have run: the DOM for --dump-dom.
     Without WebGL: the ZenML dashboard's software-rendered WebGL keeps a screenshot from ever finishing.
-    On a loaded machine Chromium now and then never finishes a page (a screenshot of the MLflow run
-    page hung for its whole 120 s once in a suite run that passed twice before): that process is
-    killed and the page is loaded once more by a new one; a second hang fails the test."""
+    On a loaded machine Chromium now and then never finishes a page: a process that hangs is killed
+    and a new one loads the page once more; a second hang fails the test."""
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     assert chromium, "headless Chromium is missing: `make test` installs Debian's chromium"
     command = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1400,1000",
