@@ -3,10 +3,12 @@ as JSON, the Kubernetes objects ZenML would submit: one Job per step, built by t
 ZenML's orchestrator pod calls, the orchestrator Job, and the CronJob when the config has a
 schedule. No cluster and no image build are involved.
 
-    python tests/k8s/render_jobs.py pipelines.training.detox_training configs/k8s/training.yaml jobs.json
+    python tests/k8s/render_jobs.py jobs.json pipelines.training.detox_training configs/k8s/training.yaml \
+        [PIPELINE CONFIG ...]
 
-Run in a subprocess by tests/k8s: compiling imports `steps`, which binds the active stack's
-experiment tracker at import time, so it must not happen in the shared test process.
+writes {config: objects} for each pair. Run in a subprocess by tests/k8s: compiling imports `steps`,
+which binds the active stack's experiment tracker at import time, so it must not happen in the
+shared test process; one process compiles several pipelines (each import of ZenML costs seconds).
 """
 
 from __future__ import annotations
@@ -75,5 +77,9 @@ def render(pipeline_source: str, config_path: str) -> dict:
 
 
 if __name__ == "__main__":
+    out, pairs = sys.argv[1], sys.argv[2:]
+    if not pairs or len(pairs) % 2:
+        raise SystemExit(__doc__)
+    rendered = {config: render(source, config) for source, config in zip(pairs[::2], pairs[1::2], strict=True)}
     # A file, not stdout: ZenML and Great Expectations log to stdout.
-    Path(sys.argv[3]).write_text(json.dumps(render(sys.argv[1], sys.argv[2]), default=str))
+    Path(out).write_text(json.dumps(rendered, default=str))
