@@ -7,11 +7,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-
-from peft import PeftModel
+from typing import TYPE_CHECKING
 
 from mbad.config import ModelConfig
-from mbad.models import LoadedModel, load_base_model
+
+if TYPE_CHECKING:
+    from mbad.models import LoadedModel
 
 ADAPTER_META = "mbad_adapter.json"
 
@@ -34,6 +35,12 @@ def read_adapter_meta(adapter_dir: Path) -> dict:
 
 def load_adapter(loaded: LoadedModel, adapter_dir: Path) -> LoadedModel:
     """The base model with an adapter applied, for generation and evaluation."""
+    # peft (and torch) imported here, not with the module: every step imports this module through
+    # its adapter materializer, and most steps' pods never load a model.
+    from peft import PeftModel
+
+    from mbad.models import LoadedModel
+
     model = PeftModel.from_pretrained(loaded.model, str(adapter_dir))
     model.eval()
     return LoadedModel(model, loaded.tokenizer, loaded.device, loaded.is_seq2seq)
@@ -41,5 +48,7 @@ def load_adapter(loaded: LoadedModel, adapter_dir: Path) -> LoadedModel:
 
 def load_model_under_test(model: ModelConfig, adapter_dir: Path | str | None) -> LoadedModel:
     """The base model, with the adapter at `adapter_dir` applied when there is one."""
+    from mbad.models import load_base_model
+
     loaded = load_base_model(model)
     return load_adapter(loaded, Path(adapter_dir)) if adapter_dir else loaded
