@@ -226,7 +226,7 @@ def browse(url: str, *action: str, budget_ms: int = 15000) -> str:
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     assert chromium, "headless Chromium is missing: `make test` installs Debian's chromium"
     command = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1400,1000",
-               "--disable-3d-apis", "--virtual-time-budget=15000", *action, url]
+               "--disable-3d-apis", f"--virtual-time-budget={budget_ms}", *action, url]
     try:
         return subprocess.run(command, check=True, capture_output=True, text=True, timeout=120).stdout
     except subprocess.TimeoutExpired:
